@@ -1,0 +1,68 @@
+"""Frame schema: one tagged union of frozen Structs per direction.
+
+Schema evolution follows msgspec's rules: new fields get defaults, no field is
+renamed or re-typed, and ``PROTOCOL_VERSION`` changes when either side could
+misread the other. ``sandbox_host/wire.js`` is generated from these types
+(``python -m protocol.jsgen``) and a test fails when it drifts.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+PROTOCOL_VERSION = 1
+
+OutputStream = Literal["log", "warn", "error"]
+
+
+class ErrorInfo(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """An error thrown by user code, as the child saw it."""
+
+    name: str
+    message: str
+    stack: str | None = None
+
+
+# --- child -> host ---------------------------------------------------------
+
+
+class Ready(msgspec.Struct, frozen=True, tag="ready", forbid_unknown_fields=True):
+    """First frame a child sends: it is loaded and waits for its one ``Run``."""
+
+    protocol: int
+    deno: str
+    v8: str
+
+
+class Output(msgspec.Struct, frozen=True, tag="output", forbid_unknown_fields=True):
+    """Console output of one call (one or more lines, each ending in a newline)."""
+
+    stream: OutputStream
+    text: str
+
+
+class Done(msgspec.Struct, frozen=True, tag="done", forbid_unknown_fields=True):
+    """The code settled: a completion value rendered as text, or an error."""
+
+    ok: bool
+    result: str | None = None
+    error: ErrorInfo | None = None
+
+
+ChildFrame = Ready | Output | Done
+
+
+# --- host -> child ---------------------------------------------------------
+
+
+class Run(msgspec.Struct, frozen=True, tag="run", forbid_unknown_fields=True):
+    """The one execution a child performs."""
+
+    protocol: int
+    code: str
+    output_limit_bytes: int
+
+
+HostFrame = Run

@@ -1,0 +1,76 @@
+// Frames to and from the supervisor over this process's stdin/stdout.
+// Layout: "MV" | u32 json length | u32 blob length | json | blob (big-endian).
+import { HEADER_BYTES, MAGIC } from "./wire.js";
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+const MAGIC_0 = MAGIC.charCodeAt(0);
+const MAGIC_1 = MAGIC.charCodeAt(1);
+
+// Captured before user code runs, so the channel keeps working if user code
+// replaces Deno.stdout or Deno.stdin.
+const stdout = Deno.stdout;
+const writeSync = stdout.writeSync.bind(stdout);
+const stdin = Deno.stdin;
+const read = stdin.read.bind(stdin);
+
+/** Write one frame synchronously; partial writes are retried. */
+export function send(frame, blob) {
+  const body = encoder.encode(JSON.stringify(frame));
+  const blobLen = blob ? blob.byteLength : 0;
+  const out = new Uint8Array(HEADER_BYTES + body.byteLength + blobLen);
+  const view = new DataView(out.buffer);
+  out[0] = MAGIC_0;
+  out[1] = MAGIC_1;
+  view.setUint32(2, body.byteLength);
+  view.setUint32(6, blobLen);
+  out.set(body, HEADER_BYTES);
+  if (blobLen) out.set(blob, HEADER_BYTES + body.byteLength);
+  let offset = 0;
+  while (offset < out.byteLength) offset += writeSync(out.subarray(offset));
+}
+
+/** Reads whole frames from stdin; chunks are kept in a list, never re-concatenated per read. */
+export class FrameReader {
+  #chunks = [];
+  #size = 0;
+
+  #take(n) {
+    const out = new Uint8Array(n);
+    let filled = 0;
+    while (filled < n) {
+      const head = this.#chunks[0];
+      const want = Math.min(n - filled, head.byteLength);
+      out.set(head.subarray(0, want), filled);
+      filled += want;
+      if (want === head.byteLength) this.#chunks.shift();
+      else this.#chunks[0] = head.subarray(want);
+    }
+    this.#size -= n;
+    return out;
+  }
+
+  async #fill(n) {
+    while (this.#size < n) {
+      const buf = new Uint8Array(Math.max(65536, n - this.#size));
+      const got = await read(buf);
+      if (got === null) throw new Error("supervisor closed the channel");
+      this.#chunks.push(buf.subarray(0, got));
+      this.#size += got;
+    }
+  }
+
+  /** Resolve with the next `{frame, blob}`. */
+  async next() {
+    await this.#fill(HEADER_BYTES);
+    const header = this.#take(HEADER_BYTES);
+    if (header[0] !== MAGIC_0 || header[1] !== MAGIC_1) throw new Error("bad frame header");
+    const view = new DataView(header.buffer);
+    const jsonLen = view.getUint32(2);
+    const blobLen = view.getUint32(6);
+    await this.#fill(jsonLen + blobLen);
+    const frame = JSON.parse(decoder.decode(this.#take(jsonLen)));
+    const blob = blobLen ? this.#take(blobLen) : null;
+    return { frame, blob };
+  }
+}

@@ -1,0 +1,161 @@
+// The program every sandbox child runs: receive one Run frame, evaluate the
+// code with REPL semantics, report output and the result, exit.
+//
+// User code never arrives as a file: only over the frame channel, evaluated
+// with evalContext (a classic script in the global scope, so its completion
+// value is the result) or, for top-level await, V8's REPL mode through the
+// inspector, which costs ~20 ms and is loaded only for such cells.
+import { FrameReader, send } from "./channel.js";
+import { makeConsole } from "./console.js";
+import { describeError, renderResult } from "./render.js";
+import { PROTOCOL_VERSION } from "./wire.js";
+
+const core = Deno[Deno.internal].core;
+const USER_URL = "file:///code.js";
+const NEEDS_ASYNC = /await is only valid in async functions|Cannot use import statement/;
+
+// State an execution could leave behind for a later one lives in DENO_DIR;
+// the supervisor gives the child none, and these globals would only throw.
+for (const name of ["localStorage", "sessionStorage", "caches"]) delete globalThis[name];
+
+let finished = false;
+let settled = false;
+let result = null;
+
+function finish(done) {
+  if (finished) return;
+  finished = true;
+  send(done);
+  Deno.exit(0);
+}
+
+function fail(thrown) {
+  finish({ type: "done", ok: false, error: describeError(thrown, USER_URL) });
+}
+
+let inspector = null;
+
+/** A lazily connected inspector session (loading it costs ~20 ms; most cells never need it). */
+async function inspectorPost(method, params) {
+  if (inspector === null) {
+    const { Session } = await import("node:inspector");
+    inspector = new Session();
+    inspector.connect();
+    await new Promise((resolve) => inspector.post("Runtime.enable", {}, resolve));
+  }
+  return new Promise((resolve, reject) =>
+    inspector.post(method, params, (err, res) => (err ? reject(err) : resolve(res)))
+  );
+}
+
+/** Bring a value the inspector holds back into this realm. */
+async function fromRemote(remote) {
+  if (remote.objectId === undefined) {
+    if (remote.type === "undefined") return undefined;
+    if (remote.unserializableValue !== undefined) {
+      const raw = remote.unserializableValue;
+      return raw.endsWith("n") ? BigInt(raw.slice(0, -1)) : Number(raw);
+    }
+    return remote.value;
+  }
+  const slot = "__mcp_v8_remote__";
+  await inspectorPost("Runtime.callFunctionOn", {
+    objectId: remote.objectId,
+    functionDeclaration: `function () { globalThis.${slot} = this; }`,
+  });
+  const value = globalThis[slot];
+  delete globalThis[slot];
+  return value;
+}
+
+/** Evaluate a cell that needs top-level await in V8's REPL mode. */
+async function replEvaluate(code) {
+  const response = await inspectorPost("Runtime.evaluate", {
+    expression: `${code}\n//# sourceURL=${USER_URL}`,
+    replMode: true,
+    awaitPromise: true,
+  });
+  if (response.exceptionDetails) {
+    const thrown = await fromRemote(response.exceptionDetails.exception);
+    // REPL-mode scripts are anonymous; point their frames at the user's code.
+    if (thrown instanceof Error && typeof thrown.stack === "string") {
+      thrown.stack = thrown.stack.replace(/<anonymous>:(\d+:\d+)/g, `${USER_URL}:$1`);
+    }
+    throw thrown;
+  }
+  return await fromRemote(response.result);
+}
+
+/** A SyntaxError from evalContext has no position; ask the compiler where it is. */
+async function locateSyntaxError(code, thrown) {
+  const response = await inspectorPost("Runtime.compileScript", {
+    expression: code,
+    sourceURL: USER_URL,
+    persistScript: false,
+  });
+  const details = response.exceptionDetails;
+  if (!details) return thrown;
+  const where = `${USER_URL}:${details.lineNumber + 1}:${details.columnNumber + 1}`;
+  const located = new SyntaxError(`${thrown.message} (at line ${details.lineNumber + 1}, column ${details.columnNumber + 1})`);
+  located.stack = `SyntaxError: ${located.message}\n    at ${where}`;
+  return located;
+}
+
+function onSettled(value) {
+  settled = true;
+  result = renderResult(value);
+}
+
+addEventListener("unhandledrejection", (event) => {
+  event.preventDefault();
+  fail(event.reason);
+});
+addEventListener("error", (event) => {
+  event.preventDefault();
+  fail(event.error);
+});
+// Fired when nothing is left to run: timers, promises and I/O have all settled.
+addEventListener("beforeunload", (event) => {
+  if (settled) {
+    finish({ type: "done", ok: true, result });
+  } else {
+    // A completion value that can never settle: wait to be timed out, as the
+    // supervisor's deadline, not this process, decides when an execution ends.
+    event.preventDefault();
+    setInterval(() => {}, 2 ** 30);
+  }
+});
+
+send({ type: "ready", protocol: PROTOCOL_VERSION, deno: Deno.version.deno, v8: Deno.version.v8 });
+const { frame } = await new FrameReader().next();
+if (frame.type !== "run" || frame.protocol !== PROTOCOL_VERSION) {
+  fail(new Error(`sandbox expected a run frame of protocol ${PROTOCOL_VERSION}`));
+}
+
+const capture = makeConsole(
+  (stream, text) => send({ type: "output", stream, text }),
+  frame.output_limit_bytes,
+);
+globalThis.console = capture.console;
+// Raw writes to stdout/stderr become output too, instead of corrupting the channel.
+const rawText = new TextDecoder();
+for (const [target, stream] of [[Deno.stdout, "log"], [Deno.stderr, "error"]]) {
+  target.writeSync = (bytes) => {
+    capture.write(stream, rawText.decode(bytes));
+    return bytes.byteLength;
+  };
+  target.write = (bytes) => Promise.resolve(target.writeSync(bytes));
+}
+
+const [value, error] = core.evalContext(frame.code, USER_URL);
+let completion;
+if (!error) {
+  completion = Promise.resolve(value);
+} else if (error.isCompileError && NEEDS_ASYNC.test(String(error.thrown?.message))) {
+  completion = replEvaluate(frame.code);
+} else if (error.isCompileError) {
+  completion = locateSyntaxError(frame.code, error.thrown).then((located) => Promise.reject(located));
+} else {
+  fail(error.thrown);
+}
+completion?.then(onSettled, fail);

@@ -1,0 +1,68 @@
+"""One frozen settings tree, built once by the CLI and passed down."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MIB = 1024 * 1024
+
+
+def default_data_dir() -> Path:
+    """Where executions are kept when ``--data-dir`` is not given."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "mcp-v8"
+
+
+@dataclass(frozen=True, kw_only=True)
+class SandboxSettings:
+    """How sandbox children are started, limited and pooled."""
+
+    deno_path: str
+    heap_memory_max_mb: int = 8
+    external_memory_max_mb: int = 64
+    execution_timeout_s: float = 30.0
+    max_concurrent_executions: int = field(default_factory=lambda: os.cpu_count() or 1)
+    pool_size: int = 0  # 0: as many as max_concurrent_executions
+    spawn_concurrency: int = field(default_factory=lambda: os.cpu_count() or 1)
+    spawn_timeout_s: float = 10.0
+    output_limit_bytes: int = 16 * MIB
+    max_frame_bytes: int = 64 * MIB
+    max_code_bytes: int = 1 * MIB
+    shutdown_grace_s: float = 0.2
+    memory_poll_interval_s: float = 0.01
+
+    @property
+    def effective_pool_size(self) -> int:
+        """Ready children kept waiting for work."""
+        return self.pool_size or self.max_concurrent_executions
+
+
+@dataclass(frozen=True, kw_only=True)
+class HttpSettings:
+    """The HTTP listener (Streamable HTTP or SSE MCP, plus REST)."""
+
+    host: str = "127.0.0.1"
+    http_port: int | None = None
+    sse_port: int | None = None
+    allowed_hosts: tuple[str, ...] = ()
+    allowed_origins: tuple[str, ...] = ()
+    max_body_bytes: int = 2 * MIB
+
+
+@dataclass(frozen=True, kw_only=True)
+class StorageSettings:
+    """Where executions and their output are kept."""
+
+    data_dir: Path
+    stateless: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Everything the server needs, in one place."""
+
+    sandbox: SandboxSettings
+    http: HttpSettings
+    storage: StorageSettings

@@ -1,0 +1,197 @@
+"""The execution engine: queueing, one sandbox per execution, statuses, output."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import anyio
+from anyio.abc import TaskGroup, TaskStatus
+
+from supervisor.config import SandboxSettings
+from supervisor.errors import NotFound, StorageError
+from supervisor.executions.output import OutputSink
+from supervisor.executions.requests import RunRequest
+from supervisor.sandbox import Child, Limits, Outcome, SandboxPool, execute
+from supervisor.store import (
+    ByteRange,
+    ExecutionRecord,
+    ExecutionStatus,
+    ExecutionStore,
+    LineRange,
+    OutputPage,
+)
+
+logger = logging.getLogger(__name__)
+
+_FLUSH_INTERVAL_S = 0.05
+
+
+def utc_now() -> str:
+    """Timestamps as ISO 8601 in UTC, to the millisecond."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(eq=False)
+class _Live:
+    """What the engine holds for an execution that has not finished."""
+
+    sink: OutputSink
+    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    done: anyio.Event = field(default_factory=anyio.Event)
+    flush_lock: anyio.Lock = field(default_factory=anyio.Lock)
+
+
+class Engine:
+    """Accepts executions, runs each in its own sandbox child, records what happened."""
+
+    def __init__(self, settings: SandboxSettings, pool: SandboxPool, store: ExecutionStore) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.store = store
+        self._slots = anyio.Semaphore(max(1, settings.max_concurrent_executions))
+        self._live: dict[str, _Live] = {}
+        self._tg: TaskGroup | None = None
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Serve until cancelled; running executions are cancelled with it."""
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            tg.start_soon(self._flusher)
+            task_status.started()
+            await anyio.sleep_forever()
+
+    async def submit(self, request: RunRequest) -> ExecutionRecord:
+        """Store a new execution and start it; returns at once with its record."""
+        if self._tg is None:
+            raise RuntimeError("the engine is not running")
+        record = ExecutionRecord(
+            execution_id=str(uuid.uuid4()),
+            status=ExecutionStatus.QUEUED,
+            code=request.code,
+            heap_memory_max_mb=request.heap_memory_max_mb,
+            execution_timeout_secs=request.execution_timeout_secs,
+            created_at=utc_now(),
+        )
+        await self.store.create(record)
+        live = _Live(OutputSink(self.settings.output_limit_bytes))
+        self._live[record.execution_id] = live
+        self._tg.start_soon(self._run_one, record, live)
+        return record
+
+    async def get(self, execution_id: str) -> ExecutionRecord:
+        """An execution's record, or :class:`NotFound`."""
+        record = await self.store.get(execution_id)
+        if record is None:
+            raise NotFound(f"no execution with id {execution_id!r}")
+        return record
+
+    async def wait(self, execution_id: str, timeout_s: float | None = None) -> ExecutionRecord:
+        """Wait until the execution is final (or ``timeout_s`` passes) and return its record."""
+        live = self._live.get(execution_id)
+        if live is not None:
+            with anyio.move_on_after(timeout_s):
+                await live.done.wait()
+        return await self.get(execution_id)
+
+    async def list(self, *, limit: int = 100, offset: int = 0) -> list[ExecutionRecord]:
+        """Executions, newest first."""
+        return await self.store.list(limit=limit, offset=offset)
+
+    async def output(self, execution_id: str, page: LineRange | ByteRange) -> OutputPage:
+        """A page of an execution's output (what has been written so far, if it still runs)."""
+        result = await self.store.read_output(execution_id, page)
+        if result is None:
+            raise NotFound(f"no execution with id {execution_id!r}")
+        return result
+
+    async def cancel(self, execution_id: str) -> ExecutionRecord:
+        """Stop an execution (its sandbox is killed); a final execution is left as it is."""
+        live = self._live.get(execution_id)
+        if live is None:
+            return await self.get(execution_id)
+        live.scope.cancel()
+        await live.done.wait()
+        return await self.get(execution_id)
+
+    async def _run_one(self, record: ExecutionRecord, live: _Live) -> None:
+        execution_id = record.execution_id
+        extra = {"execution_id": execution_id}
+        child: Child | None = None
+        outcome: Outcome | None = None
+        status = ExecutionStatus.CANCELLED
+        error: str | None = "cancelled before it finished"
+        try:
+            with live.scope:
+                async with self._slots:
+                    child = await self.pool.acquire(record.heap_memory_max_mb)
+                    await self.store.mark_running(execution_id, utc_now())
+                    outcome = await execute(
+                        child, record.code, self._limits(record), live.sink.write
+                    )
+            if outcome is not None:
+                status, error = ExecutionStatus(outcome.status), outcome.error
+        except Exception:
+            incident = uuid.uuid4().hex[:12]
+            logger.exception("execution failed inside the supervisor (incident %s)", incident,
+                             extra=extra)
+            status, error = ExecutionStatus.FAILED, f"internal error (incident {incident})"
+        finally:
+            with anyio.CancelScope(shield=True):
+                if child is not None and outcome is None:
+                    child.kill()
+                await self._finish(record, live, status, outcome, error)
+                if child is not None:
+                    await child.close(self.settings.shutdown_grace_s)
+
+    async def _finish(
+        self,
+        record: ExecutionRecord,
+        live: _Live,
+        status: ExecutionStatus,
+        outcome: Outcome | None,
+        error: str | None,
+    ) -> None:
+        execution_id = record.execution_id
+        try:
+            await self._flush(execution_id, live, final=True)
+            await self.store.finish(
+                execution_id,
+                status,
+                result=outcome.result if outcome else None,
+                error=error,
+                completed_at=utc_now(),
+            )
+        except StorageError:
+            logger.exception("could not record the end of an execution",
+                             extra={"execution_id": execution_id})
+        finally:
+            self._live.pop(execution_id, None)
+            live.done.set()
+
+    def _limits(self, record: ExecutionRecord) -> Limits:
+        return Limits(
+            timeout_s=record.execution_timeout_secs,
+            heap_memory_max_mb=record.heap_memory_max_mb,
+            rss_cap_bytes=self.pool.rss_cap_bytes(record.heap_memory_max_mb),
+            output_limit_bytes=self.settings.output_limit_bytes,
+            poll_interval_s=self.settings.memory_poll_interval_s,
+        )
+
+    async def _flush(self, execution_id: str, live: _Live, *, final: bool = False) -> None:
+        async with live.flush_lock:
+            lines = live.sink.take(final=final)
+            if lines:
+                await self.store.append_output(execution_id, lines)
+
+    async def _flusher(self) -> None:
+        """Write output of running executions every 50 ms, so it can be read while they run."""
+        while True:
+            await anyio.sleep(_FLUSH_INTERVAL_S)
+            for execution_id, live in list(self._live.items()):
+                try:
+                    await self._flush(execution_id, live)
+                except StorageError:
+                    logger.exception("could not store output", extra={"execution_id": execution_id})

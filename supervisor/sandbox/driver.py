@@ -1,0 +1,142 @@
+"""Drive one execution in one child: send the code, collect frames, enforce limits."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import anyio
+
+from protocol import PROTOCOL_VERSION, Done, ErrorInfo, Output, OutputStream, Ready, Run
+from supervisor.sandbox.child import Child, ChildGone
+from supervisor.sandbox.memory import watch_rss
+
+logger = logging.getLogger(__name__)
+
+MIB = 1024 * 1024
+
+OutcomeStatus = Literal["completed", "failed", "timed_out"]
+
+_OOM_MARKERS = ("out of memory", "Reached heap limit", "Allocation failed")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one execution may use."""
+
+    timeout_s: float
+    heap_memory_max_mb: int
+    rss_cap_bytes: int
+    output_limit_bytes: int
+    poll_interval_s: float
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How an execution ended, as the sandbox saw it."""
+
+    status: OutcomeStatus
+    result: str | None = None
+    error: str | None = None
+
+
+def format_error(info: ErrorInfo) -> str:
+    """One string for a thrown error: its stack when it has one, else ``Name: message``."""
+    head = f"{info.name}: {info.message}" if info.message else info.name
+    if info.stack and info.stack.startswith(head):
+        return info.stack
+    return head if not info.stack else f"{head}\n{info.stack}"
+
+
+async def execute(
+    child: Child,
+    code: str,
+    limits: Limits,
+    on_output: Callable[[OutputStream, str], None],
+) -> Outcome:
+    """Run ``code`` in ``child`` (which must have sent ``Ready``) and return the outcome.
+
+    The deadline and the memory cap are enforced from outside the child: a
+    tight loop or a microtask flood cannot delay them.
+    """
+    over_memory: list[int] = []
+
+    def memory_exceeded(rss: int) -> None:
+        over_memory.append(rss)
+        child.kill()
+
+    outcome: Outcome | None = None
+    gone: ChildGone | None = None
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(
+            watch_rss, child.pid, limits.rss_cap_bytes, limits.poll_interval_s, memory_exceeded
+        )
+        with anyio.move_on_after(limits.timeout_s) as deadline:
+            try:
+                await child.send(
+                    Run(
+                        protocol=PROTOCOL_VERSION,
+                        code=code,
+                        output_limit_bytes=limits.output_limit_bytes,
+                    )
+                )
+                outcome = await _collect(child, on_output)
+            except ChildGone as exc:
+                gone = exc
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                gone = ChildGone("the sandbox process closed its input")
+        tg.cancel_scope.cancel()
+    if deadline.cancelled_caught:
+        child.kill()
+        return Outcome("timed_out", error=f"execution timed out after {limits.timeout_s:g} s")
+    if outcome is not None:
+        return outcome
+    assert gone is not None
+    return await _explain_exit(child, gone, limits, over_memory)
+
+
+async def _collect(child: Child, on_output: Callable[[OutputStream, str], None]) -> Outcome:
+    while True:
+        for frame in await child.receive_batch():
+            match frame:
+                case Output(stream=stream, text=text):
+                    on_output(stream, text)
+                case Done(ok=True, result=result):
+                    return Outcome("completed", result=result)
+                case Done(error=error):
+                    info = error or ErrorInfo(name="Error", message="execution failed")
+                    return Outcome("failed", error=format_error(info))
+                case Ready():
+                    raise ChildGone("the sandbox process sent a second ready frame")
+
+
+async def _explain_exit(
+    child: Child, gone: ChildGone, limits: Limits, over_memory: list[int]
+) -> Outcome:
+    """Turn a child that stopped talking into a clear failure."""
+    if over_memory:
+        return Outcome(
+            "failed",
+            error=(
+                f"memory limit exceeded: the sandbox used {over_memory[0] // MIB} MiB, over its "
+                f"{limits.rss_cap_bytes // MIB} MiB cap (ArrayBuffers and wasm memory count)"
+            ),
+        )
+    child.kill()
+    with anyio.move_on_after(1):
+        await child.process.wait()
+    stderr = await child.stderr_tail()
+    if any(marker in stderr for marker in _OOM_MARKERS):
+        return Outcome(
+            "failed",
+            error=(
+                "memory limit exceeded: the JavaScript heap outgrew "
+                f"heap_memory_max_mb={limits.heap_memory_max_mb}"
+            ),
+        )
+    code = child.process.returncode
+    how = f"signal {-code}" if code is not None and code < 0 else f"exit status {code}"
+    logger.info("child %s ended without a result (%s): %s", child.pid, how, gone)
+    return Outcome("failed", error=f"the sandbox process ended without a result ({how}): {gone}")

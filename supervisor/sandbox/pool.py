@@ -1,0 +1,133 @@
+"""A bounded pool of pre-spawned children; each one runs exactly one execution.
+
+Spawning is done by ``spawn_concurrency`` tasks handing children over a
+bounded stream, so replacement never runs ahead of demand: at most
+``pool_size`` idle children exist, and at most ``spawn_concurrency`` start
+at once, however many executions are waiting.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import anyio
+import psutil
+from anyio.abc import TaskStatus
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from supervisor.config import SandboxSettings
+from supervisor.errors import SandboxUnavailable
+from supervisor.sandbox.argv import child_env, deno_argv
+from supervisor.sandbox.child import Child, ChildGone, spawn
+
+logger = logging.getLogger(__name__)
+
+MIB = 1024 * 1024
+# Room for the runner's growth while evaluating, above a fresh child's RSS.
+_RSS_MARGIN_MB = 16
+_MAX_BACKOFF_S = 5.0
+
+
+class SandboxPool:
+    """Hands out ready children and keeps replacements coming."""
+
+    def __init__(self, settings: SandboxSettings, runner: Path) -> None:
+        self.settings = settings
+        self.runner = runner
+        self.baseline_rss_bytes = 48 * MIB
+        self._env = child_env()
+        self._spawn_limiter = anyio.CapacityLimiter(max(1, settings.spawn_concurrency))
+        buffer = max(0, settings.effective_pool_size - settings.spawn_concurrency)
+        self._send: MemoryObjectSendStream[Child]
+        self._receive: MemoryObjectReceiveStream[Child]
+        self._send, self._receive = anyio.create_memory_object_stream[Child](buffer)
+
+    def rss_cap_bytes(self, heap_memory_max_mb: int) -> int:
+        """The whole-process memory cap for a child with this heap limit."""
+        extra = heap_memory_max_mb + self.settings.external_memory_max_mb + _RSS_MARGIN_MB
+        return self.baseline_rss_bytes + extra * MIB
+
+    async def check(self) -> str:
+        """Start one child and complete a handshake, or raise :class:`SandboxUnavailable`.
+
+        Also measures a ready child's resident set, the baseline for memory caps.
+        Returns the Deno and V8 versions the sandbox runs.
+        """
+        try:
+            child = await self.spawn(self.settings.heap_memory_max_mb)
+        except (OSError, ChildGone, TimeoutError) as exc:
+            raise SandboxUnavailable(
+                f"cannot start the sandbox with Deno at {self.settings.deno_path!r}: {exc}"
+            ) from None
+        try:
+            self.baseline_rss_bytes = int(psutil.Process(child.pid).memory_info().rss)
+        except psutil.Error:
+            pass
+        await child.close(self.settings.shutdown_grace_s)
+        assert child.ready is not None
+        return f"Deno {child.ready.deno}, V8 {child.ready.v8}"
+
+    async def spawn(self, heap_memory_max_mb: int) -> Child:
+        """Start a child and wait until it is ready for its one execution."""
+        argv = deno_argv(
+            self.settings.deno_path, str(self.runner), heap_memory_max_mb=heap_memory_max_mb
+        )
+        async with self._spawn_limiter:
+            child = await spawn(
+                argv,
+                self._env,
+                max_frame_bytes=self.settings.max_frame_bytes,
+                heap_memory_max_mb=heap_memory_max_mb,
+            )
+            try:
+                await child.handshake(self.settings.spawn_timeout_s)
+            except ChildGone as exc:
+                child.kill()
+                stderr = (await child.stderr_tail()).strip()
+                await child.close(0)
+                raise ChildGone(f"{exc}: {stderr[-2000:]}" if stderr else str(exc)) from None
+            except BaseException:
+                child.kill()
+                await child.close(0)
+                raise
+        return child
+
+    async def acquire(self, heap_memory_max_mb: int) -> Child:
+        """A ready child with this heap limit: from the pool, or freshly spawned."""
+        if heap_memory_max_mb == self.settings.heap_memory_max_mb:
+            return await self._receive.receive()
+        return await self.spawn(heap_memory_max_mb)
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Keep the pool filled until cancelled; idle children are shut down on exit."""
+        try:
+            async with anyio.create_task_group() as tg:
+                for _ in range(max(1, self.settings.spawn_concurrency)):
+                    tg.start_soon(self._spawner)
+                task_status.started()
+        finally:
+            with anyio.CancelScope(shield=True):
+                self._send.close()
+                async for child in self._receive:
+                    await child.close(0)
+
+    async def _spawner(self) -> None:
+        failures = 0
+        while True:
+            try:
+                child = await self.spawn(self.settings.heap_memory_max_mb)
+            except (OSError, ChildGone, TimeoutError) as exc:
+                failures += 1
+                delay = min(_MAX_BACKOFF_S, 0.05 * math.pow(2, failures))
+                logger.error("sandbox child failed to start (%s); retrying in %.2f s", exc, delay)
+                await anyio.sleep(delay)
+                continue
+            failures = 0
+            try:
+                await self._send.send(child)
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    await child.close(0)
+                raise
