@@ -135,8 +135,9 @@ class Engine:
                 status, error = ExecutionStatus(outcome.status), outcome.error
         except Exception:
             incident = uuid.uuid4().hex[:12]
-            logger.exception("execution failed inside the supervisor (incident %s)", incident,
-                             extra=extra)
+            logger.exception(
+                "execution failed inside the supervisor (incident %s)", incident, extra=extra
+            )
             status, error = ExecutionStatus.FAILED, f"internal error (incident {incident})"
         finally:
             with anyio.CancelScope(shield=True):
@@ -165,8 +166,9 @@ class Engine:
                 completed_at=utc_now(),
             )
         except StorageError:
-            logger.exception("could not record the end of an execution",
-                             extra={"execution_id": execution_id})
+            logger.exception(
+                "could not record the end of an execution", extra={"execution_id": execution_id}
+            )
         finally:
             self._live.pop(execution_id, None)
             live.done.set()

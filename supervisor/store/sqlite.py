@@ -163,8 +163,7 @@ class SqliteExecutionStore:
                     (execution_id, first_line + 1, len(lines), byte_start, size, data),
                 )
                 db.execute(
-                    "UPDATE executions SET total_lines = ?, total_bytes = ? "
-                    "WHERE execution_id = ?",
+                    "UPDATE executions SET total_lines = ?, total_bytes = ? WHERE execution_id = ?",
                     (first_line + len(lines), byte_start + size, execution_id),
                 )
         except sqlite3.Error as exc:
@@ -253,8 +252,8 @@ class SqliteExecutionStore:
                 break
         if start_byte is None:
             start_byte = end_byte = record.total_bytes
-        end_line = page.offset + len(taken) - 1 if taken else min(
-            page.offset - 1, record.total_lines
+        end_line = (
+            page.offset + len(taken) - 1 if taken else min(page.offset - 1, record.total_lines)
         )
         return OutputPage(
             data="".join(taken),
