@@ -5,4 +5,4 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 RUNNER = ROOT / "runner.js"
 
-__all__ = ["RUNNER", "ROOT"]
+__all__ = ["ROOT", "RUNNER"]

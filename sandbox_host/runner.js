@@ -25,8 +25,11 @@ let result = null;
 function finish(done) {
   if (finished) return;
   finished = true;
-  send(done);
-  Deno.exit(0);
+  try {
+    send(done);
+  } finally {
+    Deno.exit(0);
+  }
 }
 
 function fail(thrown) {
@@ -127,7 +130,12 @@ addEventListener("beforeunload", (event) => {
 });
 
 send({ type: "ready", protocol: PROTOCOL_VERSION, deno: Deno.version.deno, v8: Deno.version.v8 });
-const { frame } = await new FrameReader().next();
+let frame;
+try {
+  ({ frame } = await new FrameReader().next());
+} catch {
+  Deno.exit(70); // the supervisor went away before sending work
+}
 if (frame.type !== "run" || frame.protocol !== PROTOCOL_VERSION) {
   fail(new Error(`sandbox expected a run frame of protocol ${PROTOCOL_VERSION}`));
 }
@@ -137,6 +145,12 @@ const capture = makeConsole(
   frame.output_limit_bytes,
 );
 globalThis.console = capture.console;
+
+// If the supervisor dies, stdin reaches EOF: exit rather than live on as an
+// orphan. The read is unref'd so it never keeps the event loop alive.
+const orphanProbe = core.read(0, new Uint8Array(1));
+core.unrefOpPromise(orphanProbe);
+orphanProbe.then(() => Deno.exit(70), () => Deno.exit(70));
 // Raw writes to stdout/stderr become output too, instead of corrupting the channel.
 const rawText = new TextDecoder();
 for (const [target, stream] of [[Deno.stdout, "log"], [Deno.stderr, "error"]]) {

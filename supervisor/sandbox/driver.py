@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -11,7 +12,7 @@ import anyio
 
 from protocol import PROTOCOL_VERSION, Done, ErrorInfo, Output, OutputStream, Ready, Run
 from supervisor.sandbox.child import Child, ChildGone
-from supervisor.sandbox.memory import watch_rss
+from supervisor.sandbox.memory import cap_cpu_seconds, watch_rss
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +70,7 @@ async def execute(
 
     outcome: Outcome | None = None
     gone: ChildGone | None = None
+    cap_cpu_seconds(child.pid, math.ceil(limits.timeout_s) + 2)
     async with anyio.create_task_group() as tg:
         tg.start_soon(
             watch_rss, child.pid, limits.rss_cap_bytes, limits.poll_interval_s, memory_exceeded

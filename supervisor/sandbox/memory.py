@@ -1,4 +1,4 @@
-"""Limits on a child's whole memory, which V8's heap flag alone does not give.
+"""Limits enforced by the OS on a child's whole process, beyond V8's own flags.
 
 ``--max-old-space-size`` does not count ArrayBuffers or wasm memory, so the
 resident set of each running child is also watched; a child over its cap is
@@ -33,3 +33,15 @@ async def watch_rss(
             on_exceeded(rss)
             return
         await anyio.sleep(interval_s)
+
+
+def cap_cpu_seconds(pid: int, seconds: int) -> None:
+    """Set RLIMIT_CPU on ``pid``: a backstop that ends a spinning child even if the
+    supervisor itself dies before the deadline (the kernel sends SIGXCPU, then SIGKILL)."""
+    rlimit_cpu = getattr(psutil, "RLIMIT_CPU", None)
+    if rlimit_cpu is None:  # not Linux
+        return
+    try:
+        psutil.Process(pid).rlimit(rlimit_cpu, (seconds, seconds + 1))
+    except (psutil.Error, OSError) as exc:
+        logger.debug("could not cap CPU time of %s: %s", pid, exc)

@@ -8,6 +8,7 @@ at once, however many executions are waiting.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from pathlib import Path
@@ -39,10 +40,7 @@ class SandboxPool:
         self.baseline_rss_bytes = 48 * MIB
         self._env = child_env()
         self._spawn_limiter = anyio.CapacityLimiter(max(1, settings.spawn_concurrency))
-        buffer = max(0, settings.effective_pool_size - settings.spawn_concurrency)
-        self._send: MemoryObjectSendStream[Child]
-        self._receive: MemoryObjectReceiveStream[Child]
-        self._send, self._receive = anyio.create_memory_object_stream[Child](buffer)
+        self._receive: MemoryObjectReceiveStream[Child] | None = None
 
     def rss_cap_bytes(self, heap_memory_max_mb: int) -> int:
         """The whole-process memory cap for a child with this heap limit."""
@@ -61,10 +59,8 @@ class SandboxPool:
             raise SandboxUnavailable(
                 f"cannot start the sandbox with Deno at {self.settings.deno_path!r}: {exc}"
             ) from None
-        try:
+        with contextlib.suppress(psutil.Error):
             self.baseline_rss_bytes = int(psutil.Process(child.pid).memory_info().rss)
-        except psutil.Error:
-            pass
         await child.close(self.settings.shutdown_grace_s)
         assert child.ready is not None
         return f"Deno {child.ready.deno}, V8 {child.ready.v8}"
@@ -96,24 +92,31 @@ class SandboxPool:
 
     async def acquire(self, heap_memory_max_mb: int) -> Child:
         """A ready child with this heap limit: from the pool, or freshly spawned."""
-        if heap_memory_max_mb == self.settings.heap_memory_max_mb:
+        if heap_memory_max_mb == self.settings.heap_memory_max_mb and self._receive is not None:
             return await self._receive.receive()
         return await self.spawn(heap_memory_max_mb)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Keep the pool filled until cancelled; idle children are shut down on exit."""
+        settings = self.settings
+        buffer = max(0, settings.effective_pool_size - settings.spawn_concurrency)
+        send, receive = anyio.create_memory_object_stream[Child](buffer)
+        self._receive = receive
         try:
             async with anyio.create_task_group() as tg:
-                for _ in range(max(1, self.settings.spawn_concurrency)):
-                    tg.start_soon(self._spawner)
+                for _ in range(max(1, settings.spawn_concurrency)):
+                    tg.start_soon(self._spawner, send)
                 task_status.started()
         finally:
+            self._receive = None
             with anyio.CancelScope(shield=True):
-                self._send.close()
-                async for child in self._receive:
-                    await child.close(0)
+                send.close()
+                async with receive:
+                    async for child in receive:
+                        child.kill()
+                        await child.close(0)
 
-    async def _spawner(self) -> None:
+    async def _spawner(self, send: MemoryObjectSendStream[Child]) -> None:
         failures = 0
         while True:
             try:
@@ -126,7 +129,7 @@ class SandboxPool:
                 continue
             failures = 0
             try:
-                await self._send.send(child)
+                await send.send(child)
             except BaseException:
                 with anyio.CancelScope(shield=True):
                     await child.close(0)

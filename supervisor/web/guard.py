@@ -19,7 +19,7 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
-_WILDCARD_BINDS = ("0.0.0.0", "::", "")  # noqa: S104 - names, not a bind
+_WILDCARD_BINDS = ("0.0.0.0", "::", "")
 _BODY_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 
 

@@ -1,0 +1,85 @@
+"""Start the real ``mcp-v8`` server as a subprocess for edge tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    """A TCP port that was free a moment ago on loopback."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class Server:
+    """A running server: its process, base URL and data directory."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+    data_dir: Path
+    log: Path
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def command(*args: str) -> list[str]:
+    """The argv of the server, as a user would run it."""
+    return [sys.executable, "-m", "supervisor", *args]
+
+
+@contextmanager
+def serve(data_dir: Path, *args: str, transport: str = "--http-port") -> Iterator[Server]:
+    """Run ``mcp-v8 --stateless <transport> PORT --data-dir DATA_DIR ARGS`` until the block ends."""
+    port = free_port()
+    log = data_dir.with_suffix(".log")
+    argv: Sequence[str] = command(
+        "--stateless", transport, str(port), "--data-dir", str(data_dir), *args
+    )
+    with log.open("wb") as sink:
+        process = subprocess.Popen(argv, stdout=sink, stderr=subprocess.STDOUT, env=os.environ)
+    server = Server(process, f"http://127.0.0.1:{port}", data_dir, log)
+    try:
+        wait_ready(server)
+        yield server
+    finally:
+        stop(server)
+
+
+def wait_ready(server: Server, timeout_s: float = 30) -> None:
+    """Poll until the REST API answers (or fail with the server's log)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"server exited early:\n{server.log_text()}")
+        try:
+            httpx.get(f"{server.url}/api/executions", timeout=1)
+            return
+        except httpx.TransportError:
+            time.sleep(0.05)
+    raise RuntimeError(f"server did not start:\n{server.log_text()}")
+
+
+def stop(server: Server) -> None:
+    """SIGTERM, then SIGKILL if it does not stop."""
+    if server.process.poll() is None:
+        server.process.send_signal(signal.SIGTERM)
+        try:
+            server.process.wait(10)
+        except subprocess.TimeoutExpired:
+            server.process.kill()
+            server.process.wait()
