@@ -75,7 +75,11 @@ class FrameDecoder(Generic[T]):
         except FrameError as exc:
             self._failed = exc
             self._buf = bytearray()
-            raise
+            if not frames:
+                raise
+            # Frames that arrived whole before the garbage still count; the
+            # error is raised by the next call.
+            return frames
         if start:
             del buf[:start]
         return frames

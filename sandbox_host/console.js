@@ -26,8 +26,12 @@ export function makeConsole(emit, limit) {
     if (!text.endsWith("\n")) text += "\n";
     if (text.length > budget + 1) text = text.slice(0, budget + 1);
     budget -= text.length;
-    for (let i = 0; i < text.length; i += CHUNK_CHARS) {
-      emit(stream, text.slice(i, i + CHUNK_CHARS).toWellFormed());
+    for (let i = 0; i < text.length;) {
+      let end = Math.min(i + CHUNK_CHARS, text.length);
+      const last = text.charCodeAt(end - 1);
+      if (end < text.length && last >= 0xd800 && last <= 0xdbff) end -= 1; // keep pairs whole
+      emit(stream, text.slice(i, end).toWellFormed());
+      i = end;
     }
   };
   const format = (args) => inspectArgs(args, INSPECT_OPTIONS);

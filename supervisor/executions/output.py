@@ -38,8 +38,10 @@ class OutputSink:
             text = start + body
         self._at_line_start = text.endswith("\n")
         size = len(text.encode("utf-8", "replace"))
-        if self._used + size > self.limit_bytes:
-            text = _cut_utf8(text, self.limit_bytes - self._used)
+        room = self.limit_bytes - self._used
+        # A line left open gets a newline when taken: keep room for it.
+        if size + (0 if self._at_line_start else 1) > room:
+            text = _cut_utf8(text, max(room - 1, 0))
             self.truncated = True
         self._used += len(text.encode("utf-8", "replace"))
         pending = self._partial + text

@@ -25,7 +25,7 @@ class RunRequest:
 def _number(name: str, value: Any, low: float, high: float, *, integer: bool) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidRequest(f"{name} must be a number, got {type(value).__name__}")
-    if not math.isfinite(value) or not low <= value <= high:
+    if (isinstance(value, float) and not math.isfinite(value)) or not low <= value <= high:
         raise InvalidRequest(f"{name} must be between {low:g} and {high:g}, got {value!r}")
     if integer and value != int(value):
         raise InvalidRequest(f"{name} must be a whole number, got {value!r}")

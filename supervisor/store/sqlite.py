@@ -8,6 +8,7 @@ from the event loop thread; output is written in batches.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -84,6 +85,18 @@ class SqliteExecutionStore:
         self.path = path
         self._db: sqlite3.Connection | None = None
 
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One explicit transaction (the connection is in autocommit mode otherwise)."""
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
     @property
     def db(self) -> sqlite3.Connection:
         if self._db is None:
@@ -101,7 +114,7 @@ class SqliteExecutionStore:
         except (OSError, sqlite3.Error) as exc:
             raise StorageError(f"cannot open the execution store at {self.path}: {exc}") from None
         self._db = db
-        with db:
+        with self._transaction():
             cursor = db.execute(
                 "UPDATE executions SET status = ?, error = ?, "
                 "completed_at = COALESCE(completed_at, started_at, created_at) "
@@ -151,9 +164,8 @@ class SqliteExecutionStore:
             return
         data = "".join(lines)
         size = len(data.encode("utf-8"))
-        db = self.db
         try:
-            with db:
+            with self._transaction() as db:
                 first_line, byte_start = db.execute(
                     "SELECT total_lines, total_bytes FROM executions WHERE execution_id = ?",
                     (execution_id,),
@@ -238,7 +250,9 @@ class SqliteExecutionStore:
             record.execution_id, "first_line", page.offset
         ):
             position = byte_start
-            for line_no, line in enumerate(data.splitlines(keepends=True), first_line):
+            # Lines end in "\n" alone; other line breaks (\r, \u2028...) are line content.
+            lines = [part + "\n" for part in data.split("\n")[:-1]]
+            for line_no, line in enumerate(lines, first_line):
                 size = len(line.encode("utf-8"))
                 if line_no >= page.offset:
                     if len(taken) == page.limit:
@@ -318,8 +332,7 @@ class SqliteExecutionStore:
 
     def _write(self, sql: str, params: tuple[object, ...]) -> None:
         try:
-            with self.db:
-                self.db.execute(sql, params)
+            self.db.execute(sql, params)
         except sqlite3.Error as exc:
             raise StorageError(f"cannot write to the execution store: {exc}") from None
 
