@@ -216,11 +216,16 @@ def settings_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser
     )
 
 
-async def _serve(settings: Settings) -> None:
+async def _serve(settings: Settings, stateless_flag: bool) -> None:
     from supervisor.web import serve_http, serve_stdio
 
     async with running(settings) as services:
         logger.info("mcp-v8 ready (%s)", services.sandbox_version)
+        if not stateless_flag:
+            logger.warning(
+                "heap snapshots (stateful mode) are not available in this version: "
+                "every execution starts fresh, as with --stateless"
+            )
         http = settings.http
         if http.http_port is None and http.sse_port is None:
             await serve_stdio(services)
@@ -251,7 +256,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        anyio.run(_serve, settings)
+        anyio.run(_serve, settings, args.stateless)
     except McpV8Error as exc:
         print(f"mcp-v8: error: {exc.message}", file=sys.stderr)
         raise SystemExit(1) from None

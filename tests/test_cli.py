@@ -1,0 +1,79 @@
+"""The command line: flag conflicts, bad values and an unusable Deno are reported clearly."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from supervisor.cli import build_parser, settings_from_args
+
+
+def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "supervisor", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--http-port", "1", "--sse-port", "2"], "--sse-port"),
+        (["--stateless", "--directory-path", "x"], "--directory-path"),
+        (["--stateless", "--session-db-path", "x"], "--session-db-path"),
+        (["--directory-path", "x", "--s3-bucket", "b"], "--s3-bucket"),
+        (["--cache-dir", "x"], "requires --s3-bucket"),
+        (["--execution-timeout", "0"], "between 1 and 300"),
+        (["--execution-timeout", "301"], "between 1 and 300"),
+        (["--heap-memory-max", "0"], "--heap-memory-max"),
+        (["--http-port", "70000"], "port"),
+        (["--max-concurrent-executions", "many"], "whole number"),
+    ],
+)
+def test_conflicting_or_bad_flags_exit_with_status_2_and_name_the_problem(
+    args: list[str], needle: str
+) -> None:
+    done = run_cli(*args)
+    assert done.returncode == 2
+    assert needle in done.stderr
+
+
+def test_an_unusable_deno_binary_stops_start_up_with_an_error_naming_it(tmp_path: Path) -> None:
+    fake = tmp_path / "not-deno"
+    fake.write_text("#!/bin/sh\necho 'I am not deno' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    done = run_cli("--stateless", "--deno-path", str(fake), "--data-dir", str(tmp_path / "d"))
+    assert done.returncode == 1
+    assert "not-deno" in done.stderr
+    assert "I am not deno" in done.stderr
+
+
+def test_flags_become_settings_with_units_in_their_names(tmp_path: Path) -> None:
+    parser = build_parser()
+    args = parser.parse_args(
+        [
+            "--stateless",
+            "--http-port",
+            "3000",
+            "--execution-timeout",
+            "5",
+            "--heap-memory-max",
+            "32",
+            "--allowed-host",
+            "example.com",
+            "--data-dir",
+            str(tmp_path),
+        ]
+    )
+    settings = settings_from_args(args, parser)
+    assert settings.sandbox.execution_timeout_s == 5.0
+    assert settings.sandbox.heap_memory_max_mb == 32
+    assert settings.http.http_port == 3000
+    assert settings.http.allowed_hosts == ("example.com",)
+    assert settings.storage.data_dir == tmp_path
