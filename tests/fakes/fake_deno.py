@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from protocol import (  # noqa: E402
+from protocol import (
     PROTOCOL_VERSION,
     Done,
     ErrorInfo,
