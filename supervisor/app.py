@@ -12,7 +12,7 @@ import anyio
 import sandbox_host
 from supervisor.config import Settings
 from supervisor.executions import Engine
-from supervisor.sandbox import SandboxPool, write_runner
+from supervisor.sandbox import SandboxPool, probe_cgroups, write_runner
 from supervisor.store import SqliteExecutionStore
 
 logger = logging.getLogger(__name__)
@@ -36,7 +36,8 @@ async def running(settings: Settings) -> AsyncIterator[Services]:
         logger.warning("marked %d unfinished executions from a previous run as failed", interrupted)
     try:
         runner = write_runner(sandbox_host.RUNNER, settings.storage.data_dir / "runtime")
-        pool = SandboxPool(settings.sandbox, runner)
+        cgroups = await anyio.to_thread.run_sync(probe_cgroups, settings.sandbox.memory_cgroups)
+        pool = SandboxPool(settings.sandbox, runner, cgroups)
         version = await pool.check()
         logger.info("sandbox ready: %s", version)
         engine = Engine(settings.sandbox, pool, store)

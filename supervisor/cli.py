@@ -200,6 +200,7 @@ def settings_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser
             pool_size=args.pool_size,
             output_limit_bytes=args.max_output_bytes,
             max_code_bytes=args.max_code_bytes,
+            memory_cgroups=not args.no_memory_cgroup,
         ),
         http=HttpSettings(
             host=args.host,

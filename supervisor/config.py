@@ -32,6 +32,7 @@ class SandboxSettings:
     max_code_bytes: int = 1 * MIB
     shutdown_grace_s: float = 0.2
     memory_poll_interval_s: float = 0.01
+    memory_cgroups: bool = True
 
     @property
     def effective_pool_size(self) -> int:

@@ -1,6 +1,8 @@
 """Sandbox children: how they start, talk, are limited, pooled and stopped."""
 
 from supervisor.sandbox.argv import child_env, deno_argv
+from supervisor.sandbox.cgroups import ChildCgroup, MemoryCgroups
+from supervisor.sandbox.cgroups import probe as probe_cgroups
 from supervisor.sandbox.child import Child, ChildGone, ShutdownRung, spawn
 from supervisor.sandbox.driver import Limits, Outcome, execute
 from supervisor.sandbox.pool import SandboxPool
@@ -8,14 +10,17 @@ from supervisor.sandbox.script import write_runner
 
 __all__ = [
     "Child",
+    "ChildCgroup",
     "ChildGone",
     "Limits",
+    "MemoryCgroups",
     "Outcome",
     "SandboxPool",
     "ShutdownRung",
     "child_env",
     "deno_argv",
     "execute",
+    "probe_cgroups",
     "spawn",
     "write_runner",
 ]

@@ -16,6 +16,7 @@ import anyio
 from anyio.abc import Process
 
 from protocol import PROTOCOL_VERSION, ChildFrame, FrameDecoder, FrameError, Ready, encode_frame
+from supervisor.sandbox.cgroups import ChildCgroup
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +48,7 @@ class Child:
     _decoder: FrameDecoder[ChildFrame] = field(init=False)
     _closed: bool = False
     rung: ShutdownRung | None = None
+    cgroup: ChildCgroup | None = None
 
     def __post_init__(self) -> None:
         self._decoder = FrameDecoder(ChildFrame, max_frame_bytes=self.max_frame_bytes)
@@ -136,6 +138,8 @@ class Child:
             else:
                 await self._wait(None)
             await self.process.aclose()
+            if self.cgroup is not None:
+                self.cgroup.remove()
         self.rung = rung
         logger.debug("child %s shut down (%s)", self.pid, rung)
         return rung

@@ -129,6 +129,15 @@ async def _explain_exit(
     child.kill()
     with anyio.move_on_after(1):
         await child.process.wait()
+    if child.cgroup is not None and child.cgroup.oom_killed():
+        return Outcome(
+            "failed",
+            error=(
+                "memory limit exceeded: the sandbox reached its "
+                f"{limits.rss_cap_bytes // MIB} MiB memory cgroup limit "
+                "(ArrayBuffers and wasm memory count)"
+            ),
+        )
     stderr = await child.stderr_tail()
     if any(marker in stderr for marker in _OOM_MARKERS):
         return Outcome(

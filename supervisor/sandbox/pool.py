@@ -21,6 +21,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from supervisor.config import SandboxSettings
 from supervisor.errors import SandboxUnavailable
 from supervisor.sandbox.argv import child_env, deno_argv
+from supervisor.sandbox.cgroups import MemoryCgroups
 from supervisor.sandbox.child import Child, ChildGone, spawn
 
 logger = logging.getLogger(__name__)
@@ -34,9 +35,12 @@ _MAX_BACKOFF_S = 5.0
 class SandboxPool:
     """Hands out ready children and keeps replacements coming."""
 
-    def __init__(self, settings: SandboxSettings, runner: Path) -> None:
+    def __init__(
+        self, settings: SandboxSettings, runner: Path, cgroups: MemoryCgroups | None = None
+    ) -> None:
         self.settings = settings
         self.runner = runner
+        self.cgroups = cgroups
         self.baseline_rss_bytes = 48 * MIB
         self._env = child_env()
         self._spawn_limiter = anyio.CapacityLimiter(max(1, settings.spawn_concurrency))
@@ -77,6 +81,10 @@ class SandboxPool:
                 max_frame_bytes=self.settings.max_frame_bytes,
                 heap_memory_max_mb=heap_memory_max_mb,
             )
+            if self.cgroups is not None:
+                child.cgroup = self.cgroups.attach(
+                    child.pid, self.rss_cap_bytes(heap_memory_max_mb)
+                )
             try:
                 await child.handshake(self.settings.spawn_timeout_s)
             except ChildGone as exc:

@@ -9,6 +9,7 @@ Commands (the whole code of a Run frame):
   ``exit:N``         exit with status N without answering
   ``trap-term``      ignore SIGTERM and never exit (after answering)
   ``grandchild:F``   start a grandchild that writes its pid to file F, then hang
+  ``alloc:MB``       touch MB mebibytes of memory, then answer
 Start-up behaviour comes from the FAKE_DENO_MODE environment variable:
   ``bad-protocol``   announce protocol 999; ``silent`` never send Ready.
 """
@@ -85,6 +86,11 @@ def main() -> None:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         send(Done(ok=True, result="trapped"))
         forever()
+    elif command == "alloc":
+        hog = bytearray(int(arg) << 20)
+        for i in range(0, len(hog), 4096):
+            hog[i] = 1
+        send(Done(ok=True, result=str(len(hog))))
     elif command == "grandchild":
         proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"])
         Path(arg).write_text(str(proc.pid))
