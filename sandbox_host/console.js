@@ -1,5 +1,5 @@
 // A console that captures every call as output frames instead of printing.
-import { INSPECT_OPTIONS } from "./render.js";
+import { cleanStack, INSPECT_OPTIONS } from "./render.js";
 
 const { inspectArgs, Console } = Deno[Deno.internal];
 
@@ -21,7 +21,8 @@ export function makeConsole(emit, limit) {
   const timers = new Map();
 
   const write = (stream, text) => {
-    if (budget <= 0) return;
+    // One character past the limit is still sent, so the supervisor sees the overflow.
+    if (budget < 0) return;
     if (indent) text = text.replace(/^(?=.)/gm, indent);
     if (!text.endsWith("\n")) text += "\n";
     if (text.length > budget + 1) text = text.slice(0, budget + 1);
@@ -48,8 +49,8 @@ export function makeConsole(emit, limit) {
     warn,
     error,
     trace: (...args) => {
-      const stack = new Error().stack.split("\n").slice(2).join("\n");
-      write("error", `Trace${args.length ? ": " + format(args) : ""}\n${stack}`);
+      const frames = (cleanStack(new Error().stack) ?? "").split("\n").slice(1).join("\n");
+      write("error", `Trace${args.length ? ": " + format(args) : ""}\n${frames}`);
     },
     dir: (value, options) => write("log", Deno.inspect(value, { ...INSPECT_OPTIONS, ...options })),
     dirxml: log,

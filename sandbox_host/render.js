@@ -41,9 +41,10 @@ export function renderResult(value) {
 }
 
 const RUNNER_URL = import.meta.url;
+export const USER_URL = "file:///code.js";
 
 /** Drop the runner's and Deno's own frames, keeping the user's (with their line numbers). */
-function cleanStack(stack, userUrl) {
+export function cleanStack(stack, userUrl = USER_URL) {
   if (typeof stack !== "string") return null;
   const kept = stack.split("\n").filter(
     (line) => !/^\s+at /.test(line) || line.includes(userUrl) ||

@@ -7,11 +7,14 @@
 // inspector, which costs ~20 ms and is loaded only for such cells.
 import { FrameReader, send } from "./channel.js";
 import { makeConsole } from "./console.js";
-import { describeError, renderResult } from "./render.js";
+import { describeError, renderResult, USER_URL } from "./render.js";
 import { PROTOCOL_VERSION } from "./wire.js";
 
 const core = Deno[Deno.internal].core;
-const USER_URL = "file:///code.js";
+// In a classic script `await` may parse as an identifier (`f(await -1)` would
+// run as a subtraction), so any cell that mentions it is evaluated in REPL
+// mode, where it always means await, as in Node's and Deno's REPLs.
+const MENTIONS_AWAIT = /\bawait\b/;
 const NEEDS_ASYNC = /await is only valid in async functions|Cannot use import statement/;
 
 // State an execution could leave behind for a later one lives in DENO_DIR;
@@ -79,7 +82,9 @@ async function replEvaluate(code) {
     awaitPromise: true,
   });
   if (response.exceptionDetails) {
-    const thrown = await fromRemote(response.exceptionDetails.exception);
+    const details = response.exceptionDetails;
+    const thrown = await fromRemote(details.exception);
+    if (thrown instanceof SyntaxError) throw located(thrown, details);
     // REPL-mode scripts are anonymous; point their frames at the user's code.
     if (thrown instanceof Error && typeof thrown.stack === "string") {
       thrown.stack = thrown.stack.replace(/<anonymous>:(\d+:\d+)/g, `${USER_URL}:$1`);
@@ -96,12 +101,16 @@ async function locateSyntaxError(code, thrown) {
     sourceURL: USER_URL,
     persistScript: false,
   });
-  const details = response.exceptionDetails;
-  if (!details) return thrown;
-  const where = `${USER_URL}:${details.lineNumber + 1}:${details.columnNumber + 1}`;
-  const located = new SyntaxError(`${thrown.message} (at line ${details.lineNumber + 1}, column ${details.columnNumber + 1})`);
-  located.stack = `SyntaxError: ${located.message}\n    at ${where}`;
-  return located;
+  return response.exceptionDetails ? located(thrown, response.exceptionDetails) : thrown;
+}
+
+/** A SyntaxError that names its line and column (1-based) in the user's code. */
+function located(thrown, details) {
+  const line = details.lineNumber + 1;
+  const column = details.columnNumber + 1;
+  const error = new SyntaxError(`${thrown.message} (at line ${line}, column ${column})`);
+  error.stack = `SyntaxError: ${error.message}\n    at ${USER_URL}:${line}:${column}`;
+  return error;
 }
 
 function onSettled(value) {
@@ -161,15 +170,18 @@ for (const [target, stream] of [[Deno.stdout, "log"], [Deno.stderr, "error"]]) {
   target.write = (bytes) => Promise.resolve(target.writeSync(bytes));
 }
 
-const [value, error] = core.evalContext(frame.code, USER_URL);
-let completion;
-if (!error) {
-  completion = Promise.resolve(value);
-} else if (error.isCompileError && NEEDS_ASYNC.test(String(error.thrown?.message))) {
-  completion = replEvaluate(frame.code);
-} else if (error.isCompileError) {
-  completion = locateSyntaxError(frame.code, error.thrown).then((located) => Promise.reject(located));
-} else {
-  fail(error.thrown);
+/** Start evaluating the cell; returns a Promise of its completion value, or null if it already failed. */
+function evaluate(code) {
+  if (MENTIONS_AWAIT.test(code)) return replEvaluate(code);
+  const [value, error] = core.evalContext(code, USER_URL);
+  if (!error) return Promise.resolve(value);
+  if (!error.isCompileError) {
+    fail(error.thrown);
+    return null;
+  }
+  if (NEEDS_ASYNC.test(String(error.thrown?.message))) return replEvaluate(code);
+  return locateSyntaxError(code, error.thrown).then((located) => Promise.reject(located));
 }
+
+const completion = evaluate(frame.code);
 completion?.then(onSettled, fail);

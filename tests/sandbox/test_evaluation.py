@@ -1,0 +1,229 @@
+"""REPL semantics of one cell in a real Deno child: results, declarations, timers, errors."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from supervisor.app import Services
+from supervisor.store import ExecutionStatus
+from tests.conftest import output_of, run
+
+pytestmark = [pytest.mark.deno, pytest.mark.anyio]
+
+
+async def test_the_completion_value_of_the_last_expression_is_the_result(
+    services: Services,
+) -> None:
+    record = await run(services, "1 + 1")
+    assert record.status == ExecutionStatus.COMPLETED
+    assert record.result == "2"
+    assert record.error is None
+
+
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [
+        pytest.param("undefined", None, id="undefined-is-null"),
+        pytest.param("let unused = 1", None, id="declaration-is-null"),
+        pytest.param("'a \"quoted\" string'", 'a "quoted" string', id="string-raw"),
+        pytest.param("1.5", "1.5", id="number"),
+        pytest.param("-0", "0", id="negative-zero-as-String"),
+        pytest.param("NaN", "NaN", id="nan"),
+        pytest.param("false", "false", id="boolean"),
+        pytest.param("null", "null", id="null"),
+        pytest.param("({a: 1, b: [true, null, 'x']})", '{"a":1,"b":[true,null,"x"]}', id="object"),
+        pytest.param("[1, 'a', {b: 2}]", '[1,"a",{"b":2}]', id="array"),
+        pytest.param("Object.create(null)", "{}", id="null-prototype-object"),
+        pytest.param("new Map([['a', 1]])", "Map(1) { 'a' => 1 }", id="map"),
+        pytest.param("new Set([1])", "Set(1) { 1 }", id="set"),
+        pytest.param("(function named() {})", "[Function: named]", id="function"),
+        pytest.param(
+            "class Point { constructor() { this.x = 1 } }; new Point()",
+            "Point { x: 1 }",
+            id="class-instance",
+        ),
+        pytest.param("const o = {}; o.self = o; o", "<ref *1> { self: [Circular *1] }", id="cycle"),
+        pytest.param("10n ** 20n", "100000000000000000000n", id="bigint"),
+        pytest.param("({big: 1n})", "{ big: 1n }", id="bigint-inside-object"),
+        pytest.param("Symbol('s')", "Symbol(s)", id="symbol"),
+    ],
+)
+async def test_results_are_rendered_by_the_documented_rules(
+    services: Services, code: str, expected: str | None
+) -> None:
+    record = await run(services, code)
+    assert record.status == ExecutionStatus.COMPLETED, record.error
+    assert record.result == expected
+
+
+async def test_top_level_await_gives_the_awaited_value(services: Services) -> None:
+    code = "const v = await new Promise((resolve) => setTimeout(() => resolve(21), 5));\nv * 2"
+    record = await run(services, code)
+    assert record.status == ExecutionStatus.COMPLETED, record.error
+    assert record.result == "42"
+
+
+async def test_let_const_var_class_and_function_declarations_work_in_one_cell(
+    services: Services,
+) -> None:
+    code = """
+        var v = 1;
+        let l = 2;
+        const c = 3;
+        class K { get value() { return v + l + c; } }
+        function f() { return new K().value; }
+        f()
+    """
+    record = await run(services, code)
+    assert record.status == ExecutionStatus.COMPLETED, record.error
+    assert record.result == "6"
+
+
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [
+        pytest.param("console.log(await 2); 'logged'", "logged", id="call-argument"),
+        pytest.param("(await 1)", "1", id="parenthesized"),
+        pytest.param("[await 1]", "[1]", id="array-element"),
+        pytest.param("Math.abs(await -1)", "1", id="unary-operand"),
+        pytest.param("const {sep} = (await import('node:path')); sep", "/", id="import-in-parens"),
+        pytest.param("let n = 0; for await (const x of [1, 2]) n += x; n", "3", id="for-await"),
+    ],
+)
+async def test_top_level_await_works_in_any_expression_position(
+    services: Services, code: str, expected: str
+) -> None:
+    record = await run(services, code)
+    assert record.status == ExecutionStatus.COMPLETED, record.error
+    assert record.result == expected
+
+
+async def test_declarations_work_in_a_cell_with_top_level_await(services: Services) -> None:
+    code = "let a = await 1; const b = 2; class C {}; function f() { return a + b; }; f()"
+    record = await run(services, code)
+    assert record.status == ExecutionStatus.COMPLETED, record.error
+    assert record.result == "3"
+
+
+async def test_the_execution_waits_for_pending_timers(services: Services) -> None:
+    code = """
+        const seen = [];
+        queueMicrotask(() => seen.push("microtask"));
+        const cancelled = setTimeout(() => seen.push("cancelled timeout"), 1);
+        clearTimeout(cancelled);
+        setTimeout(() => console.log("timeout", seen.join(",")), 30);
+        let ticks = 0;
+        const id = setInterval(() => {
+            if (++ticks === 3) { clearInterval(id); console.log("interval done"); }
+        }, 5);
+        "sync result"
+    """
+    record = await run(services, code)
+    assert record.status == ExecutionStatus.COMPLETED, record.error
+    assert record.result == "sync result"
+    assert await output_of(services, record) == "interval done\ntimeout microtask\n"
+
+
+async def test_a_thrown_error_fails_with_its_message_and_a_stack_at_the_users_line(
+    services: Services,
+) -> None:
+    record = await run(services, "const a = 1;\nconst b = 2;\nthrow new Error('boom');\n")
+    assert record.status == ExecutionStatus.FAILED
+    assert record.error is not None
+    assert record.error.startswith("Error: boom")
+    assert "code.js:3:" in record.error
+
+
+async def test_an_error_thrown_inside_a_user_function_shows_both_user_frames(
+    services: Services,
+) -> None:
+    code = "function inner() {\n  throw new TypeError('deep');\n}\ninner();\n"
+    record = await run(services, code)
+    assert record.status == ExecutionStatus.FAILED
+    assert record.error is not None
+    assert record.error.startswith("TypeError: deep")
+    assert "code.js:2:" in record.error
+    assert "code.js:4:" in record.error
+
+
+async def test_an_error_after_top_level_await_points_at_the_users_line(
+    services: Services,
+) -> None:
+    record = await run(services, "await null;\n\nthrow new RangeError('later');")
+    assert record.status == ExecutionStatus.FAILED
+    assert record.error is not None
+    assert record.error.startswith("RangeError: later")
+    assert "code.js:3:" in record.error
+
+
+async def test_a_syntax_error_gives_its_line_and_column(services: Services) -> None:
+    record = await run(services, "const ok = 1;\nconst bad = (;\n")
+    assert record.status == ExecutionStatus.FAILED
+    assert record.error is not None
+    assert record.error.startswith("SyntaxError:")
+    assert re.search(r"line 2, column \d+", record.error), record.error
+    assert "code.js:2:" in record.error
+
+
+async def test_a_syntax_error_in_a_cell_with_top_level_await_is_located(
+    services: Services,
+) -> None:
+    record = await run(services, "await 1;\n\nlet = = 2;")
+    assert record.status == ExecutionStatus.FAILED
+    assert record.error is not None
+    assert "SyntaxError" in record.error
+    assert "code.js:3:" in record.error
+
+
+async def test_a_rejected_top_level_promise_fails_the_execution(services: Services) -> None:
+    record = await run(services, "\nPromise.reject(new Error('rejected'))")
+    assert record.status == ExecutionStatus.FAILED
+    assert record.error is not None
+    assert record.error.startswith("Error: rejected")
+    assert "code.js:2:" in record.error
+
+
+async def test_an_awaited_rejection_fails_the_execution(services: Services) -> None:
+    record = await run(services, "await Promise.reject(new Error('awaited'))")
+    assert record.status == ExecutionStatus.FAILED
+    assert record.error is not None
+    assert "Error: awaited" in record.error
+
+
+async def test_an_unhandled_rejection_in_a_timer_fails_the_execution(services: Services) -> None:
+    code = "setTimeout(() => {\n  Promise.reject(new Error('in timer'));\n}, 5);\n'sync'"
+    record = await run(services, code)
+    assert record.status == ExecutionStatus.FAILED
+    assert record.error is not None
+    assert record.error.startswith("Error: in timer")
+    assert "code.js:2:" in record.error
+
+
+async def test_an_error_thrown_in_a_timer_fails_the_execution(services: Services) -> None:
+    record = await run(services, "setTimeout(() => { throw new Error('tick') }, 5); 1")
+    assert record.status == ExecutionStatus.FAILED
+    assert record.error is not None
+    assert record.error.startswith("Error: tick")
+
+
+async def test_throwing_a_non_error_fails_with_a_clear_message(services: Services) -> None:
+    record = await run(services, "throw 5")
+    assert record.status == ExecutionStatus.FAILED
+    assert record.error is not None
+    assert "5" in record.error
+    assert record.error != "5"
+
+
+async def test_throwing_a_plain_object_shows_its_contents(services: Services) -> None:
+    record = await run(services, "throw {code: 'E_CUSTOM'}")
+    assert record.status == ExecutionStatus.FAILED
+    assert record.error is not None
+    assert "E_CUSTOM" in record.error
+
+
+async def test_output_before_an_error_is_kept(services: Services) -> None:
+    record = await run(services, "console.log('before'); throw new Error('after')")
+    assert record.status == ExecutionStatus.FAILED
+    assert await output_of(services, record) == "before\n"
