@@ -144,6 +144,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="pre-started sandboxes (default: --max-concurrent-executions)",
     )
     limits.add_argument(
+        "--no-memory-cgroup",
+        action="store_true",
+        help="do not put children in memory cgroups even where the host allows it "
+        "(RSS polling still limits them)",
+    )
+    limits.add_argument(
         "--max-output-bytes",
         default=16 * MIB,
         metavar="BYTES",
