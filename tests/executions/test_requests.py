@@ -10,6 +10,7 @@ import pytest
 from supervisor.config import SandboxSettings
 from supervisor.errors import InvalidRequest, PayloadTooLarge
 from supervisor.executions.requests import build_run_request
+from tests._requirements import guards
 
 SETTINGS = SandboxSettings(
     deno_path="deno", heap_memory_max_mb=24, execution_timeout_s=12.5, max_code_bytes=100
@@ -68,6 +69,7 @@ def test_code_of_exactly_the_limit_is_accepted() -> None:
     assert build_run_request(SETTINGS, "x" * 100).code == "x" * 100
 
 
+@guards("limits:input-size")
 def test_code_over_the_limit_is_payload_too_large_naming_both_sizes() -> None:
     with pytest.raises(PayloadTooLarge) as info:
         build_run_request(SETTINGS, "x" * 101)

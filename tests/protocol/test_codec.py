@@ -26,6 +26,7 @@ from protocol import (
     encode_frame,
 )
 from protocol.codec import HEADER_BYTES, MAGIC
+from tests._requirements import guards
 
 MAX = 1 << 20
 
@@ -281,12 +282,14 @@ def feed_hostile(decoder: FrameDecoder[ChildFrame], chunks: Iterator[bytes]) -> 
             assert isinstance(blob, bytes)
 
 
+@guards("channel:decoder-total")
 @settings(max_examples=200, deadline=None)
 @given(data=_hostile_streams, sizes=_chunk_sizes)
 def test_feed_never_raises_anything_but_frame_error(data: bytes, sizes: list[int]) -> None:
     feed_hostile(child_decoder(4096), rechunk(data, sizes))
 
 
+@guards("channel:decoder-total")
 @settings(max_examples=200, deadline=None)
 @given(data=st.binary(max_size=512), sizes=_chunk_sizes)
 def test_feed_of_arbitrary_bytes_never_raises_anything_but_frame_error(

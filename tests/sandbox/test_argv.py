@@ -10,6 +10,7 @@ from supervisor.sandbox.argv import (
     child_env,
     deno_argv,
 )
+from tests._requirements import guards
 
 RUNNER = "/opt/mcp-v8/runner-0123456789abcdef.js"
 ALLOWED_ENV = {"LANG", "LC_ALL", "TZ", "DENO_DIR", "DENO_NO_UPDATE_CHECK", "NO_COLOR"}
@@ -30,6 +31,7 @@ def test_argv_runs_the_runner_with_the_given_deno() -> None:
     assert args[-1] == RUNNER
 
 
+@guards("sandbox:no-permissions")
 def test_no_permission_is_granted_except_inspector_access() -> None:
     args = argv()
     assert [a for a in args if a.startswith("--allow")] == ["--allow-sys=inspector"]
@@ -40,6 +42,7 @@ def test_no_permission_is_granted_except_inspector_access() -> None:
 @pytest.mark.parametrize(
     "flag", ["--no-prompt", "--no-remote", "--no-npm", "--no-config", "--no-lock"]
 )
+@guards("sandbox:no-permissions", "sandbox:no-remote-code")
 def test_lockdown_flags_are_given_to_deno(flag: str) -> None:
     assert flag in flags(argv())
 
@@ -57,6 +60,7 @@ def test_the_v8_heap_is_the_requested_heap_plus_the_baseline(heap: int) -> None:
     assert v8_flags == [expected]
 
 
+@guards("sandbox:no-env")
 def test_child_env_drops_everything_outside_the_allow_list() -> None:
     parent = {
         "AWS_SECRET_ACCESS_KEY": "secret",
@@ -82,6 +86,7 @@ def test_child_env_drops_everything_outside_the_allow_list() -> None:
     assert "LC_ALL" not in env
 
 
+@guards("sandbox:no-persistence")
 def test_child_env_points_deno_dir_at_an_unwritable_path() -> None:
     env = child_env({"DENO_DIR": "/home/user/.cache/deno"})
     assert env["DENO_DIR"] == UNWRITABLE_DENO_DIR

@@ -8,6 +8,7 @@ import pytest
 
 from supervisor.config import SandboxSettings
 from supervisor.sandbox import Limits, SandboxPool, execute, probe_cgroups
+from tests._requirements import guards
 from tests.fakes import write_fake_deno
 
 pytestmark = pytest.mark.anyio
@@ -28,6 +29,7 @@ NO_POLLING = {"timeout_s": 20, "output_limit_bytes": MIB, "poll_interval_s": 360
 
 
 @needs_cgroups
+@guards("limits:external-memory")
 async def test_the_kernel_stops_a_child_over_its_cgroup_limit_without_polling(
     tmp_path: Path,
 ) -> None:
@@ -52,6 +54,7 @@ async def test_a_child_within_its_limit_is_unaffected_by_its_cgroup(tmp_path: Pa
     assert outcome.status == "completed"
 
 
+@guards("limits:external-memory")
 async def test_without_cgroups_the_rss_poller_still_stops_a_memory_hog(tmp_path: Path) -> None:
     sandbox = pool(tmp_path, cgroups=False)
     child = await sandbox.spawn(8)

@@ -17,6 +17,7 @@ import pytest
 from supervisor.config import SandboxSettings
 from supervisor.errors import SandboxUnavailable
 from supervisor.sandbox import Child, ChildGone, Limits, SandboxPool, ShutdownRung, execute
+from tests._requirements import guards
 from tests.fakes import write_fake_deno
 
 pytestmark = pytest.mark.anyio
@@ -58,6 +59,7 @@ async def test_a_well_behaved_child_returns_its_output_and_result(child: Child) 
     assert await child.close(1) is ShutdownRung.EXITED
 
 
+@guards("channel:untrusted-frames")
 async def test_a_child_writing_garbage_fails_its_execution_with_a_protocol_error(
     child: Child,
 ) -> None:
@@ -66,6 +68,7 @@ async def test_a_child_writing_garbage_fails_its_execution_with_a_protocol_error
     assert error is not None and "frame protocol" in error
 
 
+@guards("channel:untrusted-frames")
 async def test_a_child_announcing_an_oversized_frame_fails_with_the_limit_named(
     child: Child,
 ) -> None:
@@ -74,6 +77,7 @@ async def test_a_child_announcing_an_oversized_frame_fails_with_the_limit_named(
     assert error is not None and "frame limit" in error
 
 
+@guards("channel:untrusted-frames")
 async def test_a_child_that_exits_without_answering_fails_with_its_exit_status(
     child: Child,
 ) -> None:
@@ -93,6 +97,7 @@ async def test_a_child_that_never_answers_is_timed_out_and_killed(child: Child) 
         await child.process.wait()
 
 
+@guards("lifecycle:shutdown-ladder")
 async def test_a_child_that_traps_sigterm_is_killed_by_the_last_rung(child: Child) -> None:
     status, _result, _ = await run(child, "trap-term")
     assert status == "completed"
@@ -103,6 +108,7 @@ async def test_a_child_that_traps_sigterm_is_killed_by_the_last_rung(child: Chil
     assert child.process.returncode is not None
 
 
+@guards("lifecycle:kill-group")
 async def test_killing_a_child_kills_everything_in_its_process_group(
     child: Child, tmp_path: Path
 ) -> None:

@@ -8,6 +8,7 @@ import pytest
 
 from supervisor.app import Services
 from supervisor.store import ExecutionStatus, LineRange
+from tests._requirements import guards
 from tests.conftest import EngineFactory, output_of, run
 
 pytestmark = [pytest.mark.deno, pytest.mark.anyio]
@@ -151,6 +152,7 @@ async def test_a_lone_surrogate_in_the_result_and_error_is_stored(services: Serv
     assert failed.error.startswith("Error: bad \ufffd")
 
 
+@guards("limits:output")
 async def test_a_twenty_megabyte_line_is_stored_truncated_and_the_execution_completes(
     services: Services,
 ) -> None:
@@ -170,6 +172,7 @@ async def test_a_twenty_megabyte_line_is_stored_truncated_and_the_execution_comp
     assert set(first.data.rstrip("\n")) == {"x"}
 
 
+@guards("limits:output", "limits:timeout")
 async def test_an_output_flood_is_timed_out_and_its_stored_output_capped(
     engine_factory: EngineFactory,
 ) -> None:

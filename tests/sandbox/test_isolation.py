@@ -17,6 +17,7 @@ import pytest
 
 from supervisor.app import Services
 from supervisor.store import ExecutionRecord, ExecutionStatus
+from tests._requirements import guards
 from tests.conftest import EngineFactory, output_of, run
 
 pytestmark = [pytest.mark.deno, pytest.mark.anyio]
@@ -80,6 +81,7 @@ def nobody_connected(server: socket.socket) -> bool:
         pytest.param("[...Deno.readDirSync({dir})].map((e) => e.name)", id="readDirSync"),
     ],
 )
+@guards("sandbox:no-fs-read")
 async def test_user_code_cannot_read_files(
     services: Services, secret_file: Path, template: str
 ) -> None:
@@ -91,6 +93,7 @@ async def test_user_code_cannot_read_files(
     assert_not_leaked(record, SECRET)
 
 
+@guards("sandbox:no-fs-read")
 async def test_user_code_cannot_read_etc_passwd(services: Services) -> None:
     for code in (
         "Deno.readTextFileSync('/etc/passwd')",
@@ -102,6 +105,7 @@ async def test_user_code_cannot_read_etc_passwd(services: Services) -> None:
         assert "root:" not in (record.result or "") + (record.error or "")
 
 
+@guards("sandbox:no-fs-read")
 async def test_user_code_cannot_read_the_execution_database(services: Services) -> None:
     await run(services, f"'{SECRET}'")
     data_dir = services.settings.storage.data_dir
@@ -130,6 +134,7 @@ def sandbox_environments(services: Services) -> list[dict[str, str]]:
     return found
 
 
+@guards("sandbox:no-env")
 async def test_user_code_cannot_read_the_supervisors_environment(
     engine_factory: EngineFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -157,6 +162,7 @@ async def test_user_code_cannot_read_the_supervisors_environment(
 # --- network
 
 
+@guards("sandbox:no-net")
 async def test_user_code_cannot_fetch_from_a_local_server(
     services: Services, listener: socket.socket
 ) -> None:
@@ -166,6 +172,7 @@ async def test_user_code_cannot_fetch_from_a_local_server(
     assert nobody_connected(listener)
 
 
+@guards("sandbox:no-net")
 async def test_user_code_cannot_open_or_accept_connections(
     services: Services, listener: socket.socket
 ) -> None:
@@ -183,6 +190,7 @@ async def test_user_code_cannot_open_or_accept_connections(
     assert_denied(listen)
 
 
+@guards("sandbox:no-remote-code", "sandbox:no-net")
 async def test_remote_imports_are_refused_without_any_request(
     services: Services, listener: socket.socket
 ) -> None:
@@ -192,6 +200,7 @@ async def test_remote_imports_are_refused_without_any_request(
     assert nobody_connected(listener)
 
 
+@guards("sandbox:no-remote-code")
 async def test_npm_and_https_imports_fail_without_a_download(services: Services) -> None:
     npm = await run(services, "await import('npm:left-pad@1.3.0')")
     assert_denied(npm, "--no-npm")
@@ -202,6 +211,7 @@ async def test_npm_and_https_imports_fail_without_a_download(services: Services)
 # --- processes and native code
 
 
+@guards("sandbox:no-subprocess")
 async def test_user_code_cannot_spawn_processes(services: Services, tmp_path: Path) -> None:
     marker = tmp_path / "spawned"
     touch = json.dumps(f"touch {marker}")
@@ -218,6 +228,7 @@ async def test_user_code_cannot_spawn_processes(services: Services, tmp_path: Pa
     assert not marker.exists()
 
 
+@guards("sandbox:no-ffi")
 async def test_user_code_cannot_load_native_libraries(services: Services) -> None:
     record = await run(
         services, "Deno.dlopen('libc.so.6', {getpid: {parameters: [], result: 'i32'}})"
@@ -228,6 +239,7 @@ async def test_user_code_cannot_load_native_libraries(services: Services) -> Non
 # --- nothing persists from one execution to the next
 
 
+@guards("sandbox:no-persistence")
 async def test_globals_set_in_one_execution_are_absent_in_the_next(services: Services) -> None:
     first = await run(services, "globalThis.leftBehind = 'first'; var alsoLeft = 1; 'set'")
     assert first.result == "set"
@@ -235,6 +247,7 @@ async def test_globals_set_in_one_execution_are_absent_in_the_next(services: Ser
     assert second.result == "undefined,undefined"
 
 
+@guards("sandbox:no-persistence")
 async def test_web_storage_and_caches_are_unavailable(services: Services) -> None:
     record = await run(
         services,
@@ -246,6 +259,7 @@ async def test_web_storage_and_caches_are_unavailable(services: Services) -> Non
     assert write.error is not None and "localStorage" in write.error
 
 
+@guards("sandbox:no-fs-write")
 async def test_user_code_cannot_write_files(services: Services, tmp_path: Path) -> None:
     target = tmp_path / "written"
     for code in (
@@ -260,6 +274,7 @@ async def test_user_code_cannot_write_files(services: Services, tmp_path: Path) 
     assert not Path("/tmp/x-mcp-v8-sandbox").exists()
 
 
+@guards("sandbox:one-process-each")
 async def test_each_execution_runs_in_a_different_process(services: Services) -> None:
     pids = [(await run(services, "Deno.pid")).result for _ in range(3)]
     assert None not in pids

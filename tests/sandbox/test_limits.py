@@ -11,6 +11,7 @@ import pytest
 
 from supervisor.app import Services
 from supervisor.store import ExecutionRecord, ExecutionStatus
+from tests._requirements import guards
 from tests.conftest import EngineFactory, output_of, run, submit
 
 pytestmark = [pytest.mark.deno, pytest.mark.anyio]
@@ -51,6 +52,7 @@ async def wait_for_output(services: Services, record: ExecutionRecord) -> str:
     return text
 
 
+@guards("limits:timeout")
 async def test_a_tight_loop_is_timed_out_within_100_ms_of_the_deadline(
     services: Services,
 ) -> None:
@@ -74,6 +76,7 @@ async def test_a_tight_loop_is_timed_out_within_100_ms_of_the_deadline(
         pytest.param("setTimeout(function f() { setTimeout(f, 0) }, 0)", id="timer-chain"),
     ],
 )
+@guards("limits:timeout")
 async def test_code_that_never_finishes_is_timed_out(services: Services, code: str) -> None:
     record = await run(services, code, execution_timeout_secs=1)
     assert record.status == ExecutionStatus.TIMED_OUT
@@ -81,6 +84,7 @@ async def test_code_that_never_finishes_is_timed_out(services: Services, code: s
     await still_works(services)
 
 
+@guards("limits:heap")
 async def test_a_heap_hog_fails_with_a_memory_limit_error(services: Services) -> None:
     record = await run(services, "const a = []; for (;;) a.push({x: Math.random()})")
     assert record.status == ExecutionStatus.FAILED
@@ -88,6 +92,7 @@ async def test_a_heap_hog_fails_with_a_memory_limit_error(services: Services) ->
     await still_works(services)
 
 
+@guards("limits:external-memory")
 async def test_an_array_buffer_hog_fails_with_a_memory_limit_error_quickly(
     services: Services,
 ) -> None:
@@ -98,6 +103,7 @@ async def test_an_array_buffer_hog_fails_with_a_memory_limit_error_quickly(
     await still_works(services)
 
 
+@guards("limits:external-memory")
 async def test_gigabyte_array_buffers_in_a_loop_fail_the_execution_not_the_machine(
     services: Services,
 ) -> None:
@@ -122,6 +128,7 @@ async def test_a_larger_per_call_heap_lets_an_allocation_succeed_that_fails_by_d
     assert larger.heap_memory_max_mb == 128
 
 
+@guards("limits:concurrency")
 async def test_executions_beyond_the_concurrency_limit_wait_their_turn(
     engine_factory: EngineFactory,
 ) -> None:

@@ -10,6 +10,7 @@ import httpx
 import psutil
 import pytest
 
+from tests._requirements import guards
 from tests.web._server import Server, serve
 
 pytestmark = pytest.mark.deno
@@ -130,6 +131,7 @@ def test_executions_are_listed_newest_first(client: httpx.Client) -> None:
         (b'{"code": "' + b"x" * 70000 + b'"}', 413, "65536"),
     ],
 )
+@guards("limits:input-size")
 def test_bad_requests_get_a_clear_error_and_the_server_keeps_serving(
     client: httpx.Client, body: bytes, status: int, needle: str
 ) -> None:
@@ -181,6 +183,7 @@ def test_mixing_line_and_byte_paging_is_rejected(client: httpx.Client) -> None:
         ({"origin": "https://evil.example"}, "/mcp"),
     ],
 )
+@guards("http:host-origin")
 def test_foreign_host_or_origin_is_forbidden_on_rest_and_mcp(
     client: httpx.Client, headers: dict[str, str], path: str
 ) -> None:
@@ -194,6 +197,7 @@ def test_local_origins_are_allowed(client: httpx.Client, server: Server) -> None
     assert response.status_code == 200
 
 
+@guards("limits:input-size")
 def test_an_oversized_streamed_body_is_refused_without_a_content_length(
     client: httpx.Client,
 ) -> None:
@@ -205,6 +209,7 @@ def test_an_oversized_streamed_body_is_refused_without_a_content_length(
     assert response.status_code == 413
 
 
+@guards("store:crash-safe", "lifecycle:no-orphans")
 def test_executions_survive_a_restart_and_unfinished_ones_are_marked_failed(
     tmp_path: Path,
 ) -> None:
