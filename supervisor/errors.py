@@ -7,6 +7,8 @@ Hierarchy::
     ├── InvalidRequest       a request that names something wrong (HTTP 400)
     │   └── PayloadTooLarge  a body or code over its size cap (HTTP 413)
     ├── NotFound             an unknown execution id (HTTP 404)
+    │   └── HeapNotFound     no snapshot is stored under that hash
+    ├── CorruptSnapshot      stored bytes do not match their hash (HTTP 422)
     ├── SandboxUnavailable   Deno cannot be started (HTTP 503)
     └── StorageError         the execution store failed (HTTP 503)
 
@@ -56,6 +58,19 @@ class NotFound(McpV8Error):
 
     code = "not_found"
     http_status = 404
+
+
+class HeapNotFound(NotFound):
+    """No snapshot is stored under the requested hash."""
+
+    code = "heap_not_found"
+
+
+class CorruptSnapshot(McpV8Error):
+    """Stored snapshot bytes whose SHA-256 is not their name: never executed."""
+
+    code = "corrupt_snapshot"
+    http_status = 422
 
 
 class SandboxUnavailable(McpV8Error):

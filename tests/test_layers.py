@@ -18,7 +18,7 @@ LAYERS: list[set[str]] = [
     {"supervisor.web"},
     {"supervisor.app"},
     {"supervisor.executions"},
-    {"supervisor.sandbox", "supervisor.store"},
+    {"supervisor.sandbox", "supervisor.store", "supervisor.heaps"},
     {"protocol", "supervisor.config", "supervisor.errors"},
 ]
 
@@ -92,6 +92,7 @@ def test_the_protocol_package_depends_on_msgspec_alone() -> None:
         "supervisor.sandbox",
         "supervisor.store",
         "supervisor.executions",
+        "supervisor.heaps",
         "supervisor.web",
     ],
 )
