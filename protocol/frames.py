@@ -43,12 +43,25 @@ class Output(msgspec.Struct, frozen=True, tag="output", forbid_unknown_fields=Tr
     text: str
 
 
+class Lost(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A global that could not be kept in a snapshot, and why."""
+
+    name: str
+    reason: str
+
+
 class Done(msgspec.Struct, frozen=True, tag="done", forbid_unknown_fields=True):
-    """The code settled: a completion value rendered as text, or an error."""
+    """The code settled: a completion value rendered as text, or an error.
+
+    In a stateful run that completed, the blob holds the new snapshot
+    (``snapshot`` is true) and ``lost`` lists the globals it could not keep.
+    """
 
     ok: bool
     result: str | None = None
     error: ErrorInfo | None = None
+    snapshot: bool = False
+    lost: list[Lost] = []
 
 
 ChildFrame = Ready | Output | Done
@@ -58,11 +71,17 @@ ChildFrame = Ready | Output | Done
 
 
 class Run(msgspec.Struct, frozen=True, tag="run", forbid_unknown_fields=True):
-    """The one execution a child performs."""
+    """The one execution a child performs.
+
+    ``stateful`` asks for a snapshot at the end; ``restore`` says the blob holds
+    the snapshot to resume from.
+    """
 
     protocol: int
     code: str
     output_limit_bytes: int
+    stateful: bool = False
+    restore: bool = False
 
 
 HostFrame = Run

@@ -8,6 +8,7 @@
 import { FrameReader, send } from "./channel.js";
 import { makeConsole } from "./console.js";
 import { describeError, renderResult, USER_URL } from "./render.js";
+import { recordBaseline, restoreSnapshot, takeSnapshot } from "./snapshot.js";
 import { PROTOCOL_VERSION } from "./wire.js";
 
 const core = Deno[Deno.internal].core;
@@ -20,16 +21,19 @@ const NEEDS_ASYNC = /await is only valid in async functions|Cannot use import st
 // State an execution could leave behind for a later one lives in DENO_DIR;
 // the supervisor gives the child none, and these globals would only throw.
 for (const name of ["localStorage", "sessionStorage", "caches"]) delete globalThis[name];
+recordBaseline();
 
 let finished = false;
 let settled = false;
+let snapshotting = false;
 let result = null;
+const lostOnRestore = [];
 
-function finish(done) {
+function finish(done, blob) {
   if (finished) return;
   finished = true;
   try {
-    send(done);
+    send(done, blob);
   } finally {
     Deno.exit(0);
   }
@@ -72,6 +76,24 @@ async function fromRemote(remote) {
   const value = globalThis[slot];
   delete globalThis[slot];
   return value;
+}
+
+/** Names of the given global functions that capture state from an enclosing scope. */
+async function capturingFunctions(names) {
+  const captured = [];
+  for (const name of names) {
+    const { result: fn } = await inspectorPost("Runtime.evaluate", { expression: name, silent: true });
+    if (!fn?.objectId) continue;
+    const { internalProperties = [] } = await inspectorPost("Runtime.getProperties", {
+      objectId: fn.objectId,
+      ownProperties: false,
+    });
+    const scopes = internalProperties.find((p) => p.name === "[[Scopes]]")?.value?.objectId;
+    if (!scopes) continue;
+    const { result: list } = await inspectorPost("Runtime.getProperties", { objectId: scopes, ownProperties: true });
+    if (list.some((p) => !/^(Global|Script)\b/.test(p.value?.description ?? ""))) captured.push(name);
+  }
+  return captured;
 }
 
 /** Evaluate a cell that needs top-level await in V8's REPL mode. */
@@ -128,8 +150,17 @@ addEventListener("error", (event) => {
 });
 // Fired when nothing is left to run: timers, promises and I/O have all settled.
 addEventListener("beforeunload", (event) => {
-  if (settled) {
+  if (finished) return;
+  if (settled && !frame.stateful) {
     finish({ type: "done", ok: true, result });
+  } else if (settled) {
+    event.preventDefault();
+    if (snapshotting) return;
+    snapshotting = true;
+    takeSnapshot(frame.code, capturingFunctions).then(({ bytes, lost }) => {
+      lost.push(...lostOnRestore);
+      finish({ type: "done", ok: true, result, snapshot: true, lost }, bytes);
+    }, fail);
   } else {
     // A completion value that can never settle: wait to be timed out, as the
     // supervisor's deadline, not this process, decides when an execution ends.
@@ -140,8 +171,9 @@ addEventListener("beforeunload", (event) => {
 
 send({ type: "ready", protocol: PROTOCOL_VERSION, deno: Deno.version.deno, v8: Deno.version.v8 });
 let frame;
+let restoreBlob;
 try {
-  ({ frame } = await new FrameReader().next());
+  ({ frame, blob: restoreBlob } = await new FrameReader().next());
 } catch {
   Deno.exit(70); // the supervisor went away before sending work
 }
@@ -183,5 +215,11 @@ function evaluate(code) {
   return locateSyntaxError(code, error.thrown).then((located) => Promise.reject(located));
 }
 
-const completion = evaluate(frame.code);
+let completion = null;
+try {
+  if (frame.restore) lostOnRestore.push(...restoreSnapshot(restoreBlob ?? new Uint8Array()));
+  completion = evaluate(frame.code);
+} catch (error) {
+  fail(error);
+}
 completion?.then(onSettled, fail);

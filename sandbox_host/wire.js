@@ -27,7 +27,7 @@ export const SCHEMA = {
   "components": {
     "Done": {
       "additionalProperties": false,
-      "description": "The code settled: a completion value rendered as text, or an error.",
+      "description": "The code settled: a completion value rendered as text, or an error.\n\n    In a stateful run that completed, the blob holds the new snapshot\n    (``snapshot`` is true) and ``lost`` lists the globals it could not keep.",
       "properties": {
         "error": {
           "anyOf": [
@@ -39,6 +39,13 @@ export const SCHEMA = {
             }
           ],
           "default": null
+        },
+        "lost": {
+          "default": [],
+          "items": {
+            "$ref": "#/$defs/Lost"
+          },
+          "type": "array"
         },
         "ok": {
           "type": "boolean"
@@ -53,6 +60,10 @@ export const SCHEMA = {
             }
           ],
           "default": null
+        },
+        "snapshot": {
+          "default": false,
+          "type": "boolean"
         },
         "type": {
           "enum": [
@@ -94,6 +105,24 @@ export const SCHEMA = {
         "message"
       ],
       "title": "ErrorInfo",
+      "type": "object"
+    },
+    "Lost": {
+      "additionalProperties": false,
+      "description": "A global that could not be kept in a snapshot, and why.",
+      "properties": {
+        "name": {
+          "type": "string"
+        },
+        "reason": {
+          "type": "string"
+        }
+      },
+      "required": [
+        "name",
+        "reason"
+      ],
+      "title": "Lost",
       "type": "object"
     },
     "Output": {
@@ -154,7 +183,7 @@ export const SCHEMA = {
     },
     "Run": {
       "additionalProperties": false,
-      "description": "The one execution a child performs.",
+      "description": "The one execution a child performs.\n\n    ``stateful`` asks for a snapshot at the end; ``restore`` says the blob holds\n    the snapshot to resume from.",
       "properties": {
         "code": {
           "type": "string"
@@ -164,6 +193,14 @@ export const SCHEMA = {
         },
         "protocol": {
           "type": "integer"
+        },
+        "restore": {
+          "default": false,
+          "type": "boolean"
+        },
+        "stateful": {
+          "default": false,
+          "type": "boolean"
         },
         "type": {
           "enum": [

@@ -58,25 +58,25 @@ class Child:
         """The child's pid, which is also its process group id."""
         return self.process.pid
 
-    async def send(self, frame: object) -> None:
-        """Write one frame to the child's stdin."""
+    async def send(self, frame: object, blob: bytes = b"") -> None:
+        """Write one frame (and its binary attachment) to the child's stdin."""
         assert self.process.stdin is not None
-        await self.process.stdin.send(encode_frame(frame))  # type: ignore[arg-type]
+        await self.process.stdin.send(encode_frame(frame, blob))  # type: ignore[arg-type]
 
-    async def receive_batch(self) -> list[ChildFrame]:
-        """Return the frames of the next read (at least one).
+    async def receive_batch(self) -> list[tuple[ChildFrame, bytes]]:
+        """Return the ``(frame, blob)`` pairs of the next read (at least one).
 
         Raises :class:`ChildGone` on EOF or on bytes that are not frames.
         """
         assert self.process.stdout is not None
-        frames: list[ChildFrame] = []
+        frames: list[tuple[ChildFrame, bytes]] = []
         while not frames:
             try:
                 data = await self.process.stdout.receive(_READ_CHUNK)
             except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
                 raise ChildGone("the sandbox process closed its output") from None
             try:
-                frames = [frame for frame, _blob in self._decoder.feed(data)]
+                frames = self._decoder.feed(data)
             except FrameError as exc:
                 raise ChildGone(f"the sandbox process broke the frame protocol: {exc}") from None
         return frames
@@ -85,7 +85,7 @@ class Child:
         """Wait for the child's ``Ready`` frame and check its protocol version."""
         with anyio.fail_after(timeout_s):
             frames = await self.receive_batch()
-        frame = frames[0]
+        frame = frames[0][0]
         if len(frames) > 1 or not isinstance(frame, Ready):
             raise ChildGone(f"expected a ready frame, got {type(frame).__name__}")
         if frame.protocol != PROTOCOL_VERSION:

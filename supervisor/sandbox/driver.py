@@ -10,7 +10,7 @@ from typing import Literal
 
 import anyio
 
-from protocol import PROTOCOL_VERSION, Done, ErrorInfo, Output, OutputStream, Ready, Run
+from protocol import PROTOCOL_VERSION, Done, ErrorInfo, Lost, Output, OutputStream, Ready, Run
 from supervisor.sandbox.child import Child, ChildGone
 from supervisor.sandbox.memory import cap_cpu_seconds, watch_rss
 
@@ -36,11 +36,17 @@ class Limits:
 
 @dataclass(frozen=True)
 class Outcome:
-    """How an execution ended, as the sandbox saw it."""
+    """How an execution ended, as the sandbox saw it.
+
+    A stateful run that completed carries its new ``snapshot`` and the globals
+    the snapshot could not keep (``lost``).
+    """
 
     status: OutcomeStatus
     result: str | None = None
     error: str | None = None
+    snapshot: bytes | None = None
+    lost: tuple[Lost, ...] = ()
 
 
 def format_error(info: ErrorInfo) -> str:
@@ -56,6 +62,9 @@ async def execute(
     code: str,
     limits: Limits,
     on_output: Callable[[OutputStream, str], None],
+    *,
+    stateful: bool = False,
+    restore: bytes | None = None,
 ) -> Outcome:
     """Run ``code`` in ``child`` (which must have sent ``Ready``) and return the outcome.
 
@@ -82,9 +91,12 @@ async def execute(
                         protocol=PROTOCOL_VERSION,
                         code=code,
                         output_limit_bytes=limits.output_limit_bytes,
-                    )
+                        stateful=stateful,
+                        restore=restore is not None,
+                    ),
+                    restore or b"",
                 )
-                outcome = await _collect(child, on_output)
+                outcome = await _collect(child, on_output, stateful)
             except ChildGone as exc:
                 gone = exc
             except (anyio.BrokenResourceError, anyio.ClosedResourceError):
@@ -99,14 +111,23 @@ async def execute(
     return await _explain_exit(child, gone, limits, over_memory)
 
 
-async def _collect(child: Child, on_output: Callable[[OutputStream, str], None]) -> Outcome:
+async def _collect(
+    child: Child, on_output: Callable[[OutputStream, str], None], stateful: bool
+) -> Outcome:
     while True:
-        for frame in await child.receive_batch():
+        for frame, blob in await child.receive_batch():
             match frame:
                 case Output(stream=stream, text=text):
                     on_output(stream, text)
-                case Done(ok=True, result=result):
-                    return Outcome("completed", result=result)
+                case Done(ok=True, result=result, snapshot=has_snapshot, lost=lost):
+                    if stateful and not has_snapshot:
+                        raise ChildGone("the sandbox finished a stateful run without a snapshot")
+                    return Outcome(
+                        "completed",
+                        result=result,
+                        snapshot=blob if stateful else None,
+                        lost=tuple(lost),
+                    )
                 case Done(error=error):
                     info = error or ErrorInfo(name="Error", message="execution failed")
                     return Outcome("failed", error=format_error(info))
