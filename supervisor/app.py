@@ -10,9 +10,17 @@ from dataclasses import dataclass
 import anyio
 
 import sandbox_host
-from supervisor.config import Settings
+from supervisor.config import Settings, StorageSettings
+from supervisor.errors import StorageError
 from supervisor.executions import Engine
+from supervisor.heaps import (
+    CachedSnapshotStore,
+    LocalSnapshotStore,
+    S3SnapshotStore,
+    SnapshotStore,
+)
 from supervisor.sandbox import SandboxPool, probe_cgroups, write_runner
+from supervisor.sessions import SessionStore
 from supervisor.store import SqliteExecutionStore
 
 logger = logging.getLogger(__name__)
@@ -25,11 +33,39 @@ class Services:
     settings: Settings
     engine: Engine
     sandbox_version: str
+    sessions: SessionStore | None = None
+
+
+def build_snapshot_store(storage: StorageSettings) -> SnapshotStore | None:
+    """The heap store the settings ask for (None when stateless); checks it is usable."""
+    if storage.stateless:
+        return None
+    if storage.s3_bucket is not None:
+        s3 = S3SnapshotStore(
+            storage.s3_bucket, prefix=storage.s3_prefix, endpoint_url=storage.s3_endpoint_url
+        )
+        if storage.cache_dir is None:
+            return s3
+        try:
+            return CachedSnapshotStore(
+                s3, storage.cache_dir, size_limit_bytes=storage.cache_size_bytes
+            )
+        except OSError as exc:
+            raise StorageError(
+                f"cache directory {storage.cache_dir} is not usable: {exc}"
+            ) from None
+    local = LocalSnapshotStore(storage.heap_dir)
+    local.check_writable()
+    return local
 
 
 @asynccontextmanager
 async def running(settings: Settings) -> AsyncIterator[Services]:
     """Start everything, check the sandbox works, yield the services, stop cleanly."""
+    heaps = build_snapshot_store(settings.storage)
+    sessions = None if heaps is None else SessionStore(settings.storage.session_db_path)
+    if sessions is not None:
+        sessions.open()
     store = SqliteExecutionStore(settings.storage.data_dir / "executions.sqlite3")
     interrupted = await store.open()
     if interrupted:
@@ -40,11 +76,17 @@ async def running(settings: Settings) -> AsyncIterator[Services]:
         pool = SandboxPool(settings.sandbox, runner, cgroups)
         version = await pool.check()
         logger.info("sandbox ready: %s", version)
-        engine = Engine(settings.sandbox, pool, store)
+        engine = Engine(settings.sandbox, pool, store, heaps=heaps, sessions=sessions)
         async with anyio.create_task_group() as tg:
             await tg.start(pool.run)
             await tg.start(engine.run)
-            yield Services(settings=settings, engine=engine, sandbox_version=version)
+            yield Services(
+                settings=settings, engine=engine, sandbox_version=version, sessions=sessions
+            )
             tg.cancel_scope.cancel()
     finally:
         await store.close()
+        if sessions is not None:
+            sessions.close()
+        if isinstance(heaps, CachedSnapshotStore):
+            heaps.close()

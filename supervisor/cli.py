@@ -14,6 +14,8 @@ import anyio
 
 from supervisor.app import running
 from supervisor.config import (
+    DEFAULT_HEAP_DIR,
+    DEFAULT_SESSION_DB,
     MIB,
     HttpSettings,
     SandboxSettings,
@@ -61,7 +63,28 @@ def build_parser() -> argparse.ArgumentParser:
     storage.add_argument(
         "--cache-dir", metavar="DIR", help="local write-through cache for S3 (requires --s3-bucket)"
     )
-    storage.add_argument("--session-db-path", metavar="PATH", help="session log database")
+    storage.add_argument(
+        "--s3-endpoint-url",
+        metavar="URL",
+        help="an S3-compatible server (default: AWS_ENDPOINT_URL_S3, else AWS)",
+    )
+    storage.add_argument(
+        "--cache-size-mb",
+        metavar="MB",
+        type=_ranged_int("--cache-size-mb", 1, 2**30),
+        default=1024,
+        help="size bound of the --cache-dir cache (default 1024)",
+    )
+    storage.add_argument(
+        "--session-db-path",
+        metavar="DIR",
+        help=f"directory of the session log database (default {DEFAULT_SESSION_DB})",
+    )
+    storage.add_argument(
+        "--session-id",
+        metavar="NAME",
+        help="log every execution of this stdio connection under this session name",
+    )
     storage.add_argument(
         "--data-dir",
         metavar="DIR",
@@ -192,10 +215,10 @@ def settings_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser
         parser.error("--directory-path conflicts with --s3-bucket")
     if args.cache_dir and not args.s3_bucket:
         parser.error("--cache-dir requires --s3-bucket")
-    if args.directory_path or args.s3_bucket or args.session_db_path or args.cache_dir:
-        parser.error(
-            "heap snapshots (stateful mode) are not available yet in this version: use --stateless"
-        )
+    if args.session_id is not None and args.stateless:
+        parser.error("--stateless conflicts with --session-id")
+    if args.s3_endpoint_url and not args.s3_bucket:
+        parser.error("--s3-endpoint-url requires --s3-bucket")
     return Settings(
         sandbox=SandboxSettings(
             deno_path=args.deno_path or _default_deno(),
@@ -218,21 +241,26 @@ def settings_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser
         ),
         storage=StorageSettings(
             data_dir=args.data_dir or default_data_dir(),
-            stateless=True,
+            stateless=args.stateless,
+            heap_dir=Path(args.directory_path) if args.directory_path else DEFAULT_HEAP_DIR,
+            s3_bucket=args.s3_bucket,
+            s3_endpoint_url=args.s3_endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3"),
+            cache_dir=Path(args.cache_dir) if args.cache_dir else None,
+            cache_size_bytes=args.cache_size_mb * MIB,
+            session_db_path=(
+                Path(args.session_db_path) if args.session_db_path else DEFAULT_SESSION_DB
+            ),
         ),
+        session_id=args.session_id,
     )
 
 
-async def _serve(settings: Settings, stateless_flag: bool) -> None:
+async def _serve(settings: Settings) -> None:
     from supervisor.web import serve_http, serve_stdio
 
     async with running(settings) as services:
-        logger.info("mcp-v8 ready (%s)", services.sandbox_version)
-        if not stateless_flag:
-            logger.warning(
-                "heap snapshots (stateful mode) are not available in this version: "
-                "every execution starts fresh, as with --stateless"
-            )
+        mode = "stateless" if settings.storage.stateless else "stateful"
+        logger.info("mcp-v8 ready (%s mode; %s)", mode, services.sandbox_version)
         http = settings.http
         if http.http_port is None and http.sse_port is None:
             await serve_stdio(services)
@@ -263,7 +291,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        anyio.run(_serve, settings, args.stateless)
+        anyio.run(_serve, settings)
     except McpV8Error as exc:
         print(f"mcp-v8: error: {exc.message}", file=sys.stderr)
         raise SystemExit(1) from None

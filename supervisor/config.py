@@ -52,12 +52,27 @@ class HttpSettings:
     max_body_bytes: int = 2 * MIB
 
 
+DEFAULT_HEAP_DIR = Path("/tmp/mcp-v8-heaps")  # noqa: S108 - the original's documented default
+DEFAULT_SESSION_DB = Path("/tmp/mcp-v8-sessions")  # noqa: S108
+
+
 @dataclass(frozen=True, kw_only=True)
 class StorageSettings:
-    """Where executions and their output are kept."""
+    """Where executions, output, heap snapshots and session logs are kept.
+
+    Stateful unless ``stateless``: snapshots go to S3 when ``s3_bucket`` is set
+    (behind a local cache when ``cache_dir`` is), else to ``heap_dir``.
+    """
 
     data_dir: Path
     stateless: bool = False
+    heap_dir: Path = DEFAULT_HEAP_DIR
+    s3_bucket: str | None = None
+    s3_endpoint_url: str | None = None
+    s3_prefix: str = "heaps/"
+    cache_dir: Path | None = None
+    cache_size_bytes: int = 1024 * MIB
+    session_db_path: Path = DEFAULT_SESSION_DB
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -67,3 +82,4 @@ class Settings:
     sandbox: SandboxSettings
     http: HttpSettings
     storage: StorageSettings
+    session_id: str | None = None  # the session of a stdio connection

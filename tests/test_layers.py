@@ -18,7 +18,7 @@ LAYERS: list[set[str]] = [
     {"supervisor.web"},
     {"supervisor.app"},
     {"supervisor.executions"},
-    {"supervisor.sandbox", "supervisor.store", "supervisor.heaps"},
+    {"supervisor.sandbox", "supervisor.store", "supervisor.heaps", "supervisor.sessions"},
     {"protocol", "supervisor.config", "supervisor.errors"},
 ]
 
@@ -93,6 +93,7 @@ def test_the_protocol_package_depends_on_msgspec_alone() -> None:
         "supervisor.store",
         "supervisor.executions",
         "supervisor.heaps",
+        "supervisor.sessions",
         "supervisor.web",
     ],
 )

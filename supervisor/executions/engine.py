@@ -11,16 +11,19 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
 from supervisor.config import SandboxSettings
-from supervisor.errors import NotFound, StorageError
+from supervisor.errors import CorruptSnapshot, HeapNotFound, NotFound, StorageError
 from supervisor.executions.output import OutputSink
 from supervisor.executions.requests import RunRequest
+from supervisor.heaps import SnapshotStore
 from supervisor.sandbox import Child, Limits, Outcome, SandboxPool, execute
+from supervisor.sessions import SessionStore
 from supervisor.store import (
     ByteRange,
     ExecutionRecord,
     ExecutionStatus,
     ExecutionStore,
     LineRange,
+    NotPersisted,
     OutputPage,
 )
 
@@ -47,10 +50,20 @@ class _Live:
 class Engine:
     """Accepts executions, runs each in its own sandbox child, records what happened."""
 
-    def __init__(self, settings: SandboxSettings, pool: SandboxPool, store: ExecutionStore) -> None:
+    def __init__(
+        self,
+        settings: SandboxSettings,
+        pool: SandboxPool,
+        store: ExecutionStore,
+        *,
+        heaps: SnapshotStore | None = None,
+        sessions: SessionStore | None = None,
+    ) -> None:
         self.settings = settings
         self.pool = pool
         self.store = store
+        self.heaps = heaps
+        self.sessions = sessions
         self._slots = anyio.Semaphore(max(1, settings.max_concurrent_executions))
         self._live: dict[str, _Live] = {}
         self._tg: TaskGroup | None = None
@@ -63,10 +76,22 @@ class Engine:
             task_status.started()
             await anyio.sleep_forever()
 
+    @property
+    def stateful(self) -> bool:
+        """Whether runs end with a snapshot (heaps are stored)."""
+        return self.heaps is not None
+
     async def submit(self, request: RunRequest) -> ExecutionRecord:
-        """Store a new execution and start it; returns at once with its record."""
+        """Store a new execution and start it; returns at once with its record.
+
+        An input heap that is not stored fails here with :class:`HeapNotFound`.
+        """
         if self._tg is None:
             raise RuntimeError("the engine is not running")
+        if request.heap is not None and (
+            self.heaps is None or not await self.heaps.exists(request.heap)
+        ):
+            raise HeapNotFound(f"heap not found: {request.heap}")
         record = ExecutionRecord(
             execution_id=str(uuid.uuid4()),
             status=ExecutionStatus.QUEUED,
@@ -74,6 +99,9 @@ class Engine:
             heap_memory_max_mb=request.heap_memory_max_mb,
             execution_timeout_secs=request.execution_timeout_secs,
             created_at=utc_now(),
+            input_heap=request.heap,
+            session=request.session,
+            tags=request.tags,
         )
         await self.store.create(record)
         live = _Live(OutputSink(self.settings.output_limit_bytes))
@@ -123,16 +151,27 @@ class Engine:
         outcome: Outcome | None = None
         status = ExecutionStatus.CANCELLED
         error: str | None = "cancelled before it finished"
+        heap: str | None = None
         try:
             with live.scope:
                 async with self._slots:
+                    restore = await self._load_heap(record)
                     child = await self.pool.acquire(record.heap_memory_max_mb)
                     await self.store.mark_running(execution_id, utc_now())
                     outcome = await execute(
-                        child, record.code, self._limits(record), live.sink.write
+                        child,
+                        record.code,
+                        self._limits(record),
+                        live.sink.write,
+                        stateful=self.stateful,
+                        restore=restore,
                     )
+                    if outcome.snapshot is not None:
+                        heap = await self._keep_snapshot(record, outcome.snapshot)
             if outcome is not None:
                 status, error = ExecutionStatus(outcome.status), outcome.error
+        except (HeapNotFound, CorruptSnapshot, StorageError) as exc:
+            status, error, outcome = ExecutionStatus.FAILED, exc.message, None
         except Exception:
             incident = uuid.uuid4().hex[:12]
             logger.exception(
@@ -143,7 +182,7 @@ class Engine:
             with anyio.CancelScope(shield=True):
                 if child is not None and outcome is None:
                     child.kill()
-                await self._finish(record, live, status, outcome, error)
+                await self._finish(record, live, status, outcome, error, heap)
                 if child is not None:
                     await child.close(self.settings.shutdown_grace_s)
 
@@ -154,6 +193,7 @@ class Engine:
         status: ExecutionStatus,
         outcome: Outcome | None,
         error: str | None,
+        heap: str | None,
     ) -> None:
         execution_id = record.execution_id
         try:
@@ -164,6 +204,11 @@ class Engine:
                 result=outcome.result if outcome else None,
                 error=error,
                 completed_at=utc_now(),
+                heap=heap,
+                not_persisted=tuple(
+                    NotPersisted(name=lost.name, reason=lost.reason)
+                    for lost in (outcome.lost if outcome and heap else ())
+                ),
             )
         except StorageError:
             logger.exception(
@@ -172,6 +217,33 @@ class Engine:
         finally:
             self._live.pop(execution_id, None)
             live.done.set()
+
+    async def _load_heap(self, record: ExecutionRecord) -> bytes | None:
+        """The verified snapshot to resume from, if the run names one."""
+        if record.input_heap is None or self.heaps is None:
+            return None
+        return await self.heaps.get(record.input_heap)
+
+    async def _keep_snapshot(self, record: ExecutionRecord, snapshot: bytes) -> str:
+        """Store a run's snapshot, tag it and log it in its session; returns its hash."""
+        assert self.heaps is not None
+        heap = await self.heaps.put(snapshot)
+        if self.sessions is not None:
+            sessions = self.sessions
+            if record.tags:
+                await anyio.to_thread.run_sync(sessions.set_tags, heap, dict(record.tags))
+            if record.session is not None:
+                session = record.session
+                await anyio.to_thread.run_sync(
+                    lambda: sessions.append(
+                        session,
+                        input_heap=record.input_heap,
+                        output_heap=heap,
+                        code=record.code,
+                        timestamp=utc_now(),
+                    )
+                )
+        return heap
 
     def _limits(self, record: ExecutionRecord) -> Limits:
         return Limits(

@@ -6,6 +6,7 @@ from supervisor.store.models import (
     ExecutionRecord,
     ExecutionStatus,
     LineRange,
+    NotPersisted,
     OutputPage,
 )
 from supervisor.store.sqlite import INTERRUPTED, SqliteExecutionStore
@@ -17,6 +18,7 @@ __all__ = [
     "ExecutionStatus",
     "ExecutionStore",
     "LineRange",
+    "NotPersisted",
     "OutputPage",
     "SqliteExecutionStore",
 ]

@@ -10,6 +10,7 @@ from supervisor.store.models import (
     ExecutionRecord,
     ExecutionStatus,
     LineRange,
+    NotPersisted,
     OutputPage,
 )
 
@@ -48,8 +49,10 @@ class ExecutionStore(Protocol):
         result: str | None,
         error: str | None,
         completed_at: str,
+        heap: str | None = None,
+        not_persisted: tuple[NotPersisted, ...] = (),
     ) -> None:
-        """Record the final status of an execution."""
+        """Record the final status of an execution (and the snapshot it produced)."""
         ...
 
     async def get(self, execution_id: str) -> ExecutionRecord | None:

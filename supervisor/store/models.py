@@ -42,6 +42,19 @@ class ExecutionRecord:
     completed_at: str | None = None
     total_lines: int = 0
     total_bytes: int = 0
+    input_heap: str | None = None
+    heap: str | None = None
+    session: str | None = None
+    not_persisted: tuple[NotPersisted, ...] = ()
+    tags: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class NotPersisted:
+    """A global a snapshot could not keep, and why."""
+
+    name: str
+    reason: str
 
 
 @dataclass(frozen=True, kw_only=True)

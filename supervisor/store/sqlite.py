@@ -9,6 +9,7 @@ from the event loop thread; output is written in batches.
 from __future__ import annotations
 
 import contextlib
+import json
 import sqlite3
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -19,6 +20,7 @@ from supervisor.store.models import (
     ExecutionRecord,
     ExecutionStatus,
     LineRange,
+    NotPersisted,
     OutputPage,
 )
 
@@ -35,7 +37,12 @@ CREATE TABLE IF NOT EXISTS executions (
     started_at TEXT,
     completed_at TEXT,
     total_lines INTEGER NOT NULL DEFAULT 0,
-    total_bytes INTEGER NOT NULL DEFAULT 0
+    total_bytes INTEGER NOT NULL DEFAULT 0,
+    input_heap TEXT,
+    heap TEXT,
+    session TEXT,
+    not_persisted TEXT,
+    tags TEXT
 );
 CREATE TABLE IF NOT EXISTS output_chunks (
     execution_id TEXT NOT NULL,
@@ -51,8 +58,11 @@ CREATE INDEX IF NOT EXISTS output_chunks_bytes ON output_chunks (execution_id, b
 
 _COLUMNS = (
     "execution_id, status, code, result, error, heap_memory_max_mb, execution_timeout_secs, "
-    "created_at, started_at, completed_at, total_lines, total_bytes"
+    "created_at, started_at, completed_at, total_lines, total_bytes, input_heap, heap, session, "
+    "not_persisted, tags"
 )
+# Columns added after the first release; older databases get them at open.
+_ADDED_COLUMNS = ("input_heap", "heap", "session", "not_persisted", "tags")
 
 INTERRUPTED = "the supervisor stopped while this execution was unfinished"
 
@@ -71,6 +81,11 @@ def _record(row: sqlite3.Row) -> ExecutionRecord:
         completed_at=row[9],
         total_lines=row[10],
         total_bytes=row[11],
+        input_heap=row[12],
+        heap=row[13],
+        session=row[14],
+        not_persisted=tuple(NotPersisted(name=n, reason=r) for n, r in json.loads(row[15] or "[]")),
+        tags=tuple((k, v) for k, v in json.loads(row[16] or "{}").items()),
     )
 
 
@@ -111,6 +126,10 @@ class SqliteExecutionStore:
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA busy_timeout=5000")
             db.executescript(_SCHEMA)
+            present = {row[1] for row in db.execute("PRAGMA table_info(executions)")}
+            for column in _ADDED_COLUMNS:
+                if column not in present:
+                    db.execute(f"ALTER TABLE executions ADD COLUMN {column} TEXT")
         except (OSError, sqlite3.Error) as exc:
             raise StorageError(f"cannot open the execution store at {self.path}: {exc}") from None
         self._db = db
@@ -135,7 +154,7 @@ class SqliteExecutionStore:
 
     async def create(self, record: ExecutionRecord) -> None:
         self._write(
-            f"INSERT INTO executions ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            f"INSERT INTO executions ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 record.execution_id,
                 record.status,
@@ -149,6 +168,11 @@ class SqliteExecutionStore:
                 record.completed_at,
                 record.total_lines,
                 record.total_bytes,
+                record.input_heap,
+                record.heap,
+                record.session,
+                json.dumps([[n.name, n.reason] for n in record.not_persisted]),
+                json.dumps(dict(record.tags)),
             ),
         )
 
@@ -189,11 +213,21 @@ class SqliteExecutionStore:
         result: str | None,
         error: str | None,
         completed_at: str,
+        heap: str | None = None,
+        not_persisted: tuple[NotPersisted, ...] = (),
     ) -> None:
         self._write(
-            "UPDATE executions SET status = ?, result = ?, error = ?, completed_at = ? "
-            "WHERE execution_id = ?",
-            (status, result, error, completed_at, execution_id),
+            "UPDATE executions SET status = ?, result = ?, error = ?, completed_at = ?, "
+            "heap = ?, not_persisted = ? WHERE execution_id = ?",
+            (
+                status,
+                result,
+                error,
+                completed_at,
+                heap,
+                json.dumps([[n.name, n.reason] for n in not_persisted]),
+                execution_id,
+            ),
         )
 
     async def get(self, execution_id: str) -> ExecutionRecord | None:

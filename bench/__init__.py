@@ -1,0 +1,1 @@
+"""Benchmarks for mcp-v8: ``.venv/bin/python -m bench.run`` (see ``bench/run.py``)."""
