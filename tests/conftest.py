@@ -29,12 +29,22 @@ def anyio_backend() -> str:
 
 
 @asynccontextmanager
-async def start_engine(data_dir: Path, **sandbox: Any) -> AsyncIterator[Services]:
-    """Run the real composition root over real Deno children; ``sandbox`` overrides settings."""
+async def start_engine(
+    data_dir: Path, *, stateful: bool = False, **sandbox: Any
+) -> AsyncIterator[Services]:
+    """Run the real composition root over real Deno children; ``sandbox`` overrides settings.
+
+    Stateless unless ``stateful``; heaps and session logs then live under ``data_dir``.
+    """
     settings = Settings(
         sandbox=SandboxSettings(deno_path=str(deno.find_deno_bin()), **sandbox),
         http=HttpSettings(),
-        storage=StorageSettings(data_dir=data_dir),
+        storage=StorageSettings(
+            data_dir=data_dir,
+            stateless=not stateful,
+            heap_dir=data_dir / "heaps",
+            session_db_path=data_dir / "sessions",
+        ),
     )
     async with running(settings) as services:
         yield services
@@ -44,8 +54,8 @@ async def start_engine(data_dir: Path, **sandbox: Any) -> AsyncIterator[Services
 def engine_factory(tmp_path_factory: pytest.TempPathFactory) -> EngineFactory:
     """``async with engine_factory(max_concurrent_executions=1) as services:`` in a fresh dir."""
 
-    def factory(**sandbox: Any) -> AbstractAsyncContextManager[Services]:
-        return start_engine(tmp_path_factory.mktemp("engine"), **sandbox)
+    def factory(*, stateful: bool = False, **sandbox: Any) -> AbstractAsyncContextManager[Services]:
+        return start_engine(tmp_path_factory.mktemp("engine"), stateful=stateful, **sandbox)
 
     return factory
 
@@ -59,7 +69,9 @@ async def services(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Se
 
 async def submit(services: Services, code: str, **limits: Any) -> ExecutionRecord:
     """Start an execution (limits as a client would pass them) without waiting for it."""
-    request = build_run_request(services.settings.sandbox, code, **limits)
+    request = build_run_request(
+        services.settings.sandbox, code, stateful=services.engine.stateful, **limits
+    )
     return await services.engine.submit(request)
 
 
