@@ -189,6 +189,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p.add_argument("--deno-path", metavar="PATH", help="Deno binary (default: the bundled one)")
     p.add_argument(
+        "--print-openapi",
+        action="store_true",
+        help="print the OpenAPI document of the REST API and exit",
+    )
+    p.add_argument(
         "--log-level",
         default="INFO",
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
@@ -283,6 +288,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the ``mcp-v8`` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.print_openapi:
+        from supervisor.web.openapi import openapi_text
+
+        sys.stdout.write(openapi_text())
+        return
     settings = settings_from_args(args, parser)
     # Logs go to stderr: with the stdio transport, stdout carries the protocol.
     logging.basicConfig(

@@ -1,62 +1,81 @@
-"""The REST API (Quart): submit, inspect, page output of and cancel executions."""
+"""The REST API (Quart): executions, output, sessions, heap tags, and the OpenAPI document."""
 
 from __future__ import annotations
 
 import logging
 import math
 import uuid
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
-import msgspec
-from quart import Quart, Response, jsonify, request
+import swagger_ui_bundle
+from pydantic import BaseModel, ValidationError
+from quart import Quart, Response, request, send_from_directory
 
 from supervisor.app import Services
 from supervisor.errors import InvalidRequest, McpV8Error
 from supervisor.executions import build_run_request
-from supervisor.store import ByteRange, ExecutionRecord, LineRange, OutputPage
+from supervisor.store import ByteRange, LineRange
+from supervisor.web import heap_api
+from supervisor.web.models import (
+    ErrorBody,
+    ErrorDetail,
+    ExecAccepted,
+    ExecRequest,
+    ExecutionList,
+    ExecutionView,
+    OutputPageView,
+    TagKeysBody,
+    TagsBody,
+)
+from supervisor.web.openapi import openapi_document
 
 logger = logging.getLogger(__name__)
 
-_EXEC_FIELDS = {"code", "heap_memory_max_mb", "execution_timeout_secs"}
 MAX_WAIT_S = 300.0
 MAX_LINE_LIMIT = 10_000
 MAX_BYTE_LIMIT = 1024 * 1024
+_SWAGGER_ASSETS = Path(swagger_ui_bundle.swagger_ui_path)
+_SWAGGER_PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>mcp-v8 API</title>
+<link rel="stylesheet" href="/swagger-ui/assets/swagger-ui.css"></head>
+<body><div id="ui"></div>
+<script src="/swagger-ui/assets/swagger-ui-bundle.js"></script>
+<script>SwaggerUIBundle({url: "/api-doc/openapi.json", dom_id: "#ui"});</script>
+</body></html>
+"""
+
+M = TypeVar("M", bound=BaseModel)
 
 
-def record_json(record: ExecutionRecord) -> dict[str, Any]:
-    """The public view of an execution."""
-    return {
-        "execution_id": record.execution_id,
-        "status": record.status.value,
-        "result": record.result,
-        "error": record.error,
-        "created_at": record.created_at,
-        "started_at": record.started_at,
-        "completed_at": record.completed_at,
-    }
-
-
-def page_json(page: OutputPage) -> dict[str, Any]:
-    """The public view of an output page."""
-    return {
-        "data": page.data,
-        "start_line": page.start_line,
-        "end_line": page.end_line,
-        "next_line_offset": page.next_line_offset,
-        "start_byte": page.start_byte,
-        "end_byte": page.end_byte,
-        "next_byte_offset": page.next_byte_offset,
-        "total_lines": page.total_lines,
-        "total_bytes": page.total_bytes,
-        "has_more": page.has_more,
-        "status": page.status.value,
-    }
+def _reply(model: BaseModel, status: int = 200) -> Response:
+    return Response(model.model_dump_json(), status=status, mimetype="application/json")
 
 
 def _error(status: int, code: str, message: str) -> Response:
-    response = jsonify({"error": {"code": code, "message": message}})
-    response.status_code = status
-    return response
+    return _reply(ErrorBody(error=ErrorDetail(code=code, message=message)), status)
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "body"
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)
+
+
+async def _body(model: type[M]) -> M:
+    raw = await request.get_data(as_text=False)
+    if not raw:
+        raise InvalidRequest("request body must be a JSON object")
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        if any(e["type"] == "json_invalid" for e in exc.errors()):
+            raise InvalidRequest(f"request body is not valid JSON: {_describe(exc)}") from None
+        if any(e["type"] == "model_type" for e in exc.errors()):
+            raise InvalidRequest("request body must be a JSON object") from None
+        raise InvalidRequest(_describe(exc)) from None
 
 
 def _int_arg(name: str, low: int, high: int) -> int | None:
@@ -94,10 +113,11 @@ def output_range(
 
 
 def create_rest_app(services: Services) -> Quart:
-    """The Quart app serving ``/api``."""
+    """The Quart app serving ``/api``, ``/api-doc/openapi.json`` and ``/swagger-ui``."""
     app = Quart("mcp_v8")
     app.config["MAX_CONTENT_LENGTH"] = services.settings.http.max_body_bytes
     engine = services.engine
+    document = openapi_document()
 
     @app.errorhandler(McpV8Error)
     async def _known(exc: McpV8Error) -> Response:
@@ -125,32 +145,33 @@ def create_rest_app(services: Services) -> Quart:
         return _error(500, "internal", f"internal error (incident {incident})")
 
     @app.post("/api/exec")
-    async def submit() -> tuple[dict[str, Any], int]:
-        body = await _json_object()
-        unknown = sorted(set(body) - _EXEC_FIELDS)
-        if unknown:
-            raise InvalidRequest(f"unknown field(s): {', '.join(unknown)}")
+    async def submit() -> Response:
+        body = await _body(ExecRequest)
         run = build_run_request(
             services.settings.sandbox,
-            body.get("code"),
-            body.get("heap_memory_max_mb"),
-            body.get("execution_timeout_secs"),
+            body.code,
+            body.heap_memory_max_mb,
+            body.execution_timeout_secs,
+            stateful=engine.stateful,
+            heap=body.heap,
+            session=body.session,
+            tags=body.tags,
         )
         record = await engine.submit(run)
-        return {"execution_id": record.execution_id, "status": record.status.value}, 200
+        return _reply(ExecAccepted(execution_id=record.execution_id, status=record.status.value))
 
     @app.get("/api/executions")
-    async def list_executions() -> dict[str, Any]:
+    async def list_executions() -> Response:
         limit = _int_arg("limit", 1, 1000) or 100
         offset = _int_arg("offset", 0, 2**62) or 0
         records = await engine.list(limit=limit, offset=offset)
-        return {"executions": [record_json(r) for r in records]}
+        return _reply(ExecutionList(executions=[ExecutionView.of(r) for r in records]))
 
     @app.get("/api/executions/<execution_id>")
-    async def get_execution(execution_id: str) -> dict[str, Any]:
+    async def get_execution(execution_id: str) -> Response:
         raw = request.args.get("wait")
         if raw is None:
-            return record_json(await engine.get(execution_id))
+            return _reply(ExecutionView.of(await engine.get(execution_id)))
         try:
             wait = float(raw)
         except ValueError:
@@ -158,31 +179,60 @@ def create_rest_app(services: Services) -> Quart:
         if not math.isfinite(wait) or not 0 <= wait <= MAX_WAIT_S:
             raise InvalidRequest(f"wait must be between 0 and {MAX_WAIT_S:g} seconds, got {raw}")
         await engine.get(execution_id)  # 404 before waiting
-        return record_json(await engine.wait(execution_id, wait))
+        return _reply(ExecutionView.of(await engine.wait(execution_id, wait)))
 
     @app.get("/api/executions/<execution_id>/output")
-    async def get_output(execution_id: str) -> dict[str, Any]:
+    async def get_output(execution_id: str) -> Response:
         page = output_range(
             _int_arg("line_offset", 1, 2**62),
             _int_arg("line_limit", 1, MAX_LINE_LIMIT),
             _int_arg("byte_offset", 0, 2**62),
             _int_arg("byte_limit", 1, MAX_BYTE_LIMIT),
         )
-        return page_json(await engine.output(execution_id, page))
+        return _reply(OutputPageView.of(await engine.output(execution_id, page)))
 
     @app.post("/api/executions/<execution_id>/cancel")
-    async def cancel(execution_id: str) -> dict[str, Any]:
-        return record_json(await engine.cancel(execution_id))
+    async def cancel(execution_id: str) -> Response:
+        return _reply(ExecutionView.of(await engine.cancel(execution_id)))
+
+    @app.get("/api/sessions")
+    async def list_sessions() -> Response:
+        return _reply(await heap_api.list_sessions(services))
+
+    @app.get("/api/sessions/<session>/snapshots")
+    async def list_session_snapshots(session: str) -> Response:
+        fields = request.args.get("fields")
+        return _reply(await heap_api.session_snapshots(services, session, fields))
+
+    @app.get("/api/heaps/<heap>/tags")
+    async def get_heap_tags(heap: str) -> Response:
+        return _reply(await heap_api.get_tags(services, heap))
+
+    @app.put("/api/heaps/<heap>/tags")
+    async def set_heap_tags(heap: str) -> Response:
+        body = await _body(TagsBody)
+        return _reply(await heap_api.set_tags(services, heap, body.tags))
+
+    @app.delete("/api/heaps/<heap>/tags")
+    async def delete_heap_tags(heap: str) -> Response:
+        body = await _body(TagKeysBody)
+        return _reply(await heap_api.delete_tags(services, heap, body.keys))
+
+    @app.post("/api/heaps/query")
+    async def query_heaps_by_tags() -> Response:
+        body = await _body(TagsBody)
+        return _reply(await heap_api.query_heaps(services, body.tags))
+
+    @app.get("/api-doc/openapi.json")
+    async def openapi_json() -> dict[str, Any]:
+        return document
+
+    @app.get("/swagger-ui")
+    async def swagger_ui() -> Response:
+        return Response(_SWAGGER_PAGE, mimetype="text/html")
+
+    @app.get("/swagger-ui/assets/<path:name>")
+    async def swagger_assets(name: str) -> Response:
+        return await send_from_directory(_SWAGGER_ASSETS, name)
 
     return app
-
-
-async def _json_object() -> dict[str, Any]:
-    raw = await request.get_data(as_text=False)
-    try:
-        body = msgspec.json.decode(raw) if raw else None
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-        raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise InvalidRequest("request body must be a JSON object")
-    return body

@@ -42,13 +42,27 @@ def command(*args: str) -> list[str]:
     return [sys.executable, "-m", "supervisor", *args]
 
 
+def storage_args(data_dir: Path, stateful: bool) -> list[str]:
+    """``--stateless``, or heaps and session logs kept under ``data_dir``."""
+    if not stateful:
+        return ["--stateless"]
+    return [
+        "--directory-path",
+        str(data_dir / "heaps"),
+        "--session-db-path",
+        str(data_dir / "sessions"),
+    ]
+
+
 @contextmanager
-def serve(data_dir: Path, *args: str, transport: str = "--http-port") -> Iterator[Server]:
-    """Run ``mcp-v8 --stateless <transport> PORT --data-dir DATA_DIR ARGS`` until the block ends."""
+def serve(
+    data_dir: Path, *args: str, transport: str = "--http-port", stateful: bool = False
+) -> Iterator[Server]:
+    """Run ``mcp-v8 <storage> <transport> PORT --data-dir DATA_DIR ARGS`` until the block ends."""
     port = free_port()
     log = data_dir.with_suffix(".log")
     argv: Sequence[str] = command(
-        "--stateless", transport, str(port), "--data-dir", str(data_dir), *args
+        *storage_args(data_dir, stateful), transport, str(port), "--data-dir", str(data_dir), *args
     )
     with log.open("wb") as sink:
         process = subprocess.Popen(argv, stdout=sink, stderr=subprocess.STDOUT, env=os.environ)
