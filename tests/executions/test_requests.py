@@ -122,7 +122,8 @@ def test_a_bad_heap_is_an_invalid_request(heap: Any, message: str) -> None:
 @pytest.mark.parametrize("field", ["heap_memory_max_mb", "execution_timeout_secs"])
 def test_an_integer_too_large_for_a_float_is_an_invalid_request(field: str) -> None:
     with pytest.raises(InvalidRequest, match="between"):
-        build_run_request(SETTINGS, "x", **{field: 10**400})
+        fields: dict[str, Any] = {field: 10**400}
+        build_run_request(SETTINGS, "x", **fields)
 
 
 @pytest.mark.parametrize(
