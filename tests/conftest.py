@@ -16,6 +16,11 @@ from supervisor.config import HttpSettings, SandboxSettings, Settings, StorageSe
 from supervisor.executions import build_run_request
 from supervisor.store import ByteRange, ExecutionRecord
 
+# anyio imports its subprocess module lazily; importing it here, at a shallow
+# stack, keeps pytest's assertion rewriter from parsing it deep inside a test,
+# where CPython 3.11's parser fails with "AST constructor recursion depth".
+assert anyio.open_process is not None
+
 # A generous bound on any one wait in the real-Deno tier: a hang fails the test instead of the run.
 WAIT_BOUND_S = 60.0
 

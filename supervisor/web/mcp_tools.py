@@ -66,6 +66,10 @@ class RunJsResult(BaseModel):
 
 def create_mcp_server(services: Services) -> MCPServer:
     """Build the MCP server with its tools bound to the running services."""
+    if services.engine.stateful:
+        from supervisor.web.mcp_stateful import create_stateful_server
+
+        return create_stateful_server(services)
     server = MCPServer("mcp-v8", instructions=INSTRUCTIONS, version="0.1.0")
     engine = services.engine
     sandbox = services.settings.sandbox
