@@ -51,9 +51,17 @@ def connect(request: pytest.FixtureRequest, tmp_path: Path) -> Connect:
         return lambda: Client(params)
     if transport == "streamable-http":
         server: Server = request.getfixturevalue("http_server")
-        return lambda: Client(
-            streamable_http_client(f"{server.url}/mcp", http_client=httpx2.AsyncClient(timeout=60))
-        )
+        url = f"{server.url}/mcp"
+
+        @asynccontextmanager
+        async def over_http() -> AsyncIterator[Client]:
+            async with (
+                httpx2.AsyncClient(timeout=60) as http,
+                Client(streamable_http_client(url, http_client=http)) as client,
+            ):
+                yield client
+
+        return over_http
     server = request.getfixturevalue("sse_server")
     return lambda: Client(sse_client(f"{server.url}/sse", timeout=60))
 
