@@ -21,7 +21,6 @@ const NEEDS_ASYNC = /await is only valid in async functions|Cannot use import st
 // State an execution could leave behind for a later one lives in DENO_DIR;
 // the supervisor gives the child none, and these globals would only throw.
 for (const name of ["localStorage", "sessionStorage", "caches"]) delete globalThis[name];
-recordBaseline();
 
 let finished = false;
 let settled = false;
@@ -214,6 +213,10 @@ function evaluate(code) {
   if (NEEDS_ASYNC.test(String(error.thrown?.message))) return replEvaluate(code);
   return locateSyntaxError(code, error.thrown).then((located) => Promise.reject(located));
 }
+
+// The baseline of globals is taken after the runner's own changes (console)
+// and before any user state: whatever differs from it at the end is the user's.
+if (frame.stateful) recordBaseline();
 
 let completion = null;
 try {

@@ -1,13 +1,14 @@
 // Heap snapshots: the user's globals, written with the V8 serializer and read back.
 //
-// What is kept: every global the user created (var, let, const, function and
-// class declarations, properties put on globalThis) with its value. Values go
-// through one V8 serialize call, so shared references between globals
-// survive; functions and classes are kept as source text and re-created;
+// What is kept: every global the user created or changed (var, let, const,
+// function and class declarations, properties put on globalThis) with its
+// value. Values go through one V8 serialize call, so shared references
+// between globals survive; functions and classes are kept as source text and
+// re-created, with the data properties put on them (static fields, counters);
 // instances of the user's classes get their prototype back after a restore.
 // What cannot be kept (closures' captured state, symbols, Proxies, WeakMaps,
-// Promises, wasm modules, values holding functions) is reported, never
-// dropped silently.
+// Promises, wasm modules, values holding functions, instances with #private
+// fields) is reported, never dropped silently.
 const snapCore = Deno[Deno.internal].core;
 const SNAPSHOT_FORMAT = 1;
 const SNAPSHOT_MAGIC = [0x4d, 0x56, 0x38, 0x53]; // "MV8S"
@@ -17,38 +18,51 @@ const NOT_BINDINGS = new Set([
   "this", "null", "true", "false", "super", "arguments", "new", "typeof", "void", "delete",
   "in", "instanceof", "await", "yield", "import", "export", "return", "function", "class",
 ]);
+// Own properties every function or class has; anything else on one is state.
+const FUNCTION_OWN = new Set(["length", "name", "prototype", "arguments", "caller"]);
+const PRIVATE_MEMBER = /#[\p{ID_Start}$_]/u;
 const snapEncoder = new TextEncoder();
 const snapDecoder = new TextDecoder();
 
-let baselineNames = null;
+let baseline = null;
 
-/** Remember which globals exist before any user state (the runner's and Deno's own). */
+/** Remember the globals that exist before any user state (the runner's and Deno's own). */
 export function recordBaseline() {
-  baselineNames = new Set(Object.getOwnPropertyNames(globalThis));
+  baseline = Object.getOwnPropertyDescriptors(globalThis);
 }
 
 function engineVersion() {
   return { format: SNAPSHOT_FORMAT, deno: Deno.version.deno, v8: Deno.version.v8 };
 }
 
+function changedFromBaseline(name) {
+  const before = baseline[name];
+  const now = Object.getOwnPropertyDescriptor(globalThis, name);
+  if (!before || !now) return before !== now;
+  return !Object.is(before.value, now.value) || before.get !== now.get || before.set !== now.set;
+}
+
 /** Names and values of the user's globals: global properties plus this cell's lexicals. */
 function userGlobals(code) {
   const found = new Map();
   for (const name of Object.getOwnPropertyNames(globalThis)) {
-    if (baselineNames.has(name)) continue;
+    if (name in baseline && !changedFromBaseline(name)) continue;
     const descriptor = Object.getOwnPropertyDescriptor(globalThis, name);
     found.set(name, descriptor && "value" in descriptor ? descriptor.value : globalThis[name]);
   }
   const lost = [];
   // let/const/class bindings are not properties of globalThis: find them among
   // the identifiers this cell mentions. A lexical binding shadows a property
-  // of the same name, so its value is the one kept.
+  // of the same name (a runtime global included), so its value is the one kept.
   for (const name of new Set(code.match(IDENTIFIER) ?? [])) {
-    if (baselineNames.has(name) || NOT_BINDINGS.has(name)) continue;
-    if (!found.has(name) && name in globalThis) continue; // inherited, e.g. `constructor`
+    if (NOT_BINDINGS.has(name)) continue;
+    const own = Object.prototype.hasOwnProperty.call(globalThis, name);
+    if (!own && name in globalThis) continue; // inherited, e.g. `constructor`
     const [value, error] = snapCore.evalContext(name, SNAPSHOT_URL);
-    if (!error) found.set(name, value);
-    else if (/before initialization/.test(String(error.thrown?.message))) {
+    if (!error) {
+      const shadowed = !own || !Object.is(globalThis[name], value);
+      if (shadowed || found.has(name)) found.set(name, value);
+    } else if (/before initialization/.test(String(error.thrown?.message))) {
       lost.push({ name, reason: "declared but never initialized" });
     }
   }
@@ -61,27 +75,89 @@ function functionSource(value) {
   return source;
 }
 
-/** Objects in a fixed order: the same graph walked after a restore meets them in the same order. */
+/** Data properties a function or class carries beyond its own (static fields, counters). */
+function functionState(fn) {
+  const state = {};
+  for (const key of Object.getOwnPropertyNames(fn)) {
+    if (FUNCTION_OWN.has(key)) continue;
+    const descriptor = Object.getOwnPropertyDescriptor(fn, key);
+    if ("value" in descriptor && typeof descriptor.value !== "function") {
+      state[key] = descriptor.value;
+    }
+  }
+  return state;
+}
+
+function childrenOf(value) {
+  if (value instanceof Map) return [...value].flat();
+  if (value instanceof Set) return [...value];
+  if (ArrayBuffer.isView(value) || value instanceof Date || value instanceof RegExp) return [];
+  return Object.keys(value).map((key) => value[key]);
+}
+
+/**
+ * Objects in a fixed depth-first order, so the same graph walked after a
+ * restore meets them in the same order. `visit(object, index, owner)` gets
+ * the top-level key of `root` the object was first reached from.
+ */
 function walk(root, visit) {
+  const seen = new Set();
+  const stack = [[root, null]];
+  while (stack.length) {
+    const [value, owner] = stack.pop();
+    if (value === null || typeof value !== "object" || seen.has(value)) continue;
+    seen.add(value);
+    visit(value, seen.size - 1, owner);
+    const keys = value === root ? Object.keys(root) : null;
+    const children = childrenOf(value);
+    for (let i = children.length - 1; i >= 0; i--) {
+      stack.push([children[i], keys ? keys[i] : owner]);
+    }
+  }
+}
+
+/**
+ * V8 deserializes every array with holey elements, and the serializer writes
+ * holey arrays in another layout: repack arrays without holes so that an
+ * unchanged state serializes to the same bytes (and the same hash) again.
+ */
+function repackArrays(root) {
+  const packed = new Map();
+  const repack = (value) => {
+    if (!Array.isArray(value)) return value;
+    if (packed.has(value)) return packed.get(value);
+    for (let i = 0; i < value.length; i++) if (!(i in value)) return value;
+    // Array.from, slice and spread keep the holey kind; pushing makes a packed array.
+    const copy = [];
+    for (let i = 0; i < value.length; i++) copy.push(value[i]);
+    packed.set(value, copy);
+    return copy;
+  };
   const seen = new Set();
   const stack = [root];
   while (stack.length) {
     const value = stack.pop();
     if (value === null || typeof value !== "object" || seen.has(value)) continue;
     seen.add(value);
-    visit(value, seen.size - 1);
-    const children = [];
     if (value instanceof Map) {
-      for (const [k, v] of value) children.push(k, v);
+      const entries = [...value].map(([k, v]) => [repack(k), repack(v)]);
+      value.clear();
+      for (const [k, v] of entries) value.set(k, v);
+      stack.push(...entries.flat());
     } else if (value instanceof Set) {
-      for (const v of value) children.push(v);
-    } else if (ArrayBuffer.isView(value) || value instanceof Date || value instanceof RegExp) {
-      continue;
-    } else {
-      for (const key of Object.keys(value)) children.push(value[key]);
+      const items = [...value].map(repack);
+      value.clear();
+      for (const item of items) value.add(item);
+      stack.push(...items);
+    } else if (!(ArrayBuffer.isView(value) || value instanceof Date || value instanceof RegExp)) {
+      for (const key of Object.keys(value)) {
+        const child = repack(value[key]);
+        if (child !== value[key]) value[key] = child;
+        stack.push(child);
+      }
     }
-    for (let i = children.length - 1; i >= 0; i--) stack.push(children[i]);
   }
+  return root;
 }
 
 function encodeSnapshot(header, payload) {
@@ -103,9 +179,13 @@ function decodeSnapshot(bytes) {
   return { header, payload: bytes.subarray(8 + length) };
 }
 
+function byName(a, b) {
+  return a.name < b.name ? -1 : a.name > b.name ? 1 : 0;
+}
+
 /**
  * Serialize the user's globals. `closureCheck(names)` resolves to the names of
- * functions that capture state from an enclosing function (lost on restore).
+ * functions that capture state from an enclosing scope (lost on restore).
  */
 export async function takeSnapshot(code, closureCheck) {
   const { found, lost } = userGlobals(code);
@@ -121,8 +201,8 @@ export async function takeSnapshot(code, closureCheck) {
         continue;
       }
       const kind = /^class\b/.test(source) ? "class" : "function";
-      functions.push({ name, kind, source });
-      if (kind === "class") classes.set(value.prototype, name);
+      functions.push({ name, kind, source, value });
+      if (kind === "class") classes.set(value.prototype, { name, source });
     } else if (typeof value === "symbol") {
       lost.push({ name, reason: "symbols cannot be serialized" });
     } else {
@@ -138,8 +218,27 @@ export async function takeSnapshot(code, closureCheck) {
       }
     }
   }
+  // Instances of classes with #private members cannot be rebuilt faithfully.
+  if (classes.size) {
+    const broken = new Map();
+    walk(Object.fromEntries(values), (object, _index, owner) => {
+      const cls = classes.get(Object.getPrototypeOf(object));
+      if (cls && owner !== null && PRIVATE_MEMBER.test(cls.source) && !broken.has(owner)) {
+        broken.set(owner, cls.name);
+      }
+    });
+    for (const [owner, cls] of broken) {
+      lost.push({ name: owner, reason: `holds an instance of ${cls}, whose #private fields cannot be saved` });
+      values.delete(owner);
+    }
+  }
+  const statics = {};
+  for (const fn of functions) {
+    const state = functionState(fn.value);
+    if (Object.keys(state).length) statics[fn.name] = state;
+  }
+  const bag = () => [Object.fromEntries(values), statics];
   let payload;
-  const bag = () => Object.fromEntries(values);
   try {
     payload = snapCore.serialize(bag());
   } catch {
@@ -151,17 +250,30 @@ export async function takeSnapshot(code, closureCheck) {
         values.delete(name);
       }
     }
+    for (const name of Object.keys(statics)) {
+      try {
+        snapCore.serialize(statics[name]);
+      } catch (error) {
+        lost.push({ name, reason: `properties set on it cannot be serialized: ${error.message}` });
+        delete statics[name];
+      }
+    }
     payload = snapCore.serialize(bag());
   }
   const protos = [];
   if (classes.size) {
     walk(bag(), (object, index) => {
-      const name = classes.get(Object.getPrototypeOf(object));
-      if (name !== undefined) protos.push([index, name]);
+      const cls = classes.get(Object.getPrototypeOf(object));
+      if (cls !== undefined) protos.push([index, cls.name]);
     });
   }
-  lost.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-  const header = { ...engineVersion(), functions, values: [...values.keys()], protos };
+  lost.sort(byName);
+  const header = {
+    ...engineVersion(),
+    functions: functions.map(({ name, kind, source }) => ({ name, kind, source })),
+    values: [...values.keys()],
+    protos,
+  };
   return { bytes: encodeSnapshot(header, payload), lost };
 }
 
@@ -199,15 +311,24 @@ export function restoreSnapshot(bytes) {
     }
     pending = failed;
   }
-  const values = snapCore.deserialize(payload);
-  for (const name of header.values) defineGlobal(name, values[name]);
+  const restored = snapCore.deserialize(payload);
+  const [values, statics] = restored;
   if (header.protos.length) {
     const relink = new Map(header.protos);
-    walk(values, (object, index) => {
+    walk(restored, (object, index) => {
       const name = relink.get(index);
       const cls = name === undefined ? undefined : globalThis[name];
       if (typeof cls === "function") Object.setPrototypeOf(object, cls.prototype);
     });
+  }
+  repackArrays(restored);
+  for (const name of header.values) defineGlobal(name, values[name]);
+  for (const [name, state] of Object.entries(statics)) {
+    const fn = globalThis[name];
+    if (typeof fn !== "function") continue;
+    for (const [key, value] of Object.entries(state)) {
+      Object.defineProperty(fn, key, { value, writable: true, enumerable: true, configurable: true });
+    }
   }
   return lost;
 }

@@ -337,16 +337,7 @@ async def test_the_same_code_run_twice_from_scratch_gives_the_same_heap(
     "extra",
     [
         pytest.param("", id="objects-maps-sets-bigint-functions-instances"),
-        pytest.param(
-            "const list = [1, 2, 3];",
-            id="a-packed-array",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="BUG: V8's deserializer gives restored arrays holey elements, so the "
-                "next snapshot writes them in the serializer's sparse-array form: identical "
-                "state, different bytes and hash (stable from the second resume on)",
-            ),
-        ),
+        pytest.param("const list = [1, 2, 3];", id="a-packed-array"),
     ],
 )
 async def test_resuming_and_changing_nothing_gives_the_same_heap(
@@ -604,11 +595,6 @@ async def test_a_state_of_about_6_mb_survives_a_round_trip(stateful: Services) -
 # --- known gaps (bugs: state lost without being reported) --------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: snapshot.js skips every name in its baseline of runtime globals, so a user "
-    "binding named like one (`name`, `self`, `close`, `onload`...) is neither kept nor reported",
-)
 async def test_a_global_named_like_a_runtime_global_is_kept_or_reported(
     stateful: Services,
 ) -> None:
@@ -617,11 +603,6 @@ async def test_a_global_named_like_a_runtime_global_is_kept_or_reported(
     assert after.result == "Ada" or "name" in not_persisted(first)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: instances are serialized without their #private fields and re-linked to the "
-    "class, so their methods throw after a restore; nothing is reported",
-)
 async def test_an_instance_with_private_fields_works_after_a_restore_or_is_reported(
     stateful: Services,
 ) -> None:
@@ -634,11 +615,6 @@ async def test_an_instance_with_private_fields_works_after_a_restore_or_is_repor
     assert after.result == "5" or "account" in not_persisted(first)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: functions and classes are re-created from source, so state put on them "
-    "(static fields changed later, properties of a function) is reset; nothing is reported",
-)
 @pytest.mark.parametrize(
     ("code", "check", "name"),
     [
