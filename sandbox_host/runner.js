@@ -97,11 +97,21 @@ async function capturingFunctions(names) {
 
 /** Evaluate a cell that needs top-level await in V8's REPL mode. */
 async function replEvaluate(code) {
-  const response = await inspectorPost("Runtime.evaluate", {
-    expression: `${code}\n//# sourceURL=${USER_URL}`,
-    replMode: true,
-    awaitPromise: true,
-  });
+  // While the inspector holds the evaluation, the event loop must not reach
+  // its end, so a timer keeps it alive until the cell settles. (If the cell
+  // awaits a Promise nothing references, V8 collects it and Deno aborts; the
+  // supervisor reports that as code that can never finish.)
+  const keepAlive = setInterval(() => {}, 2 ** 30);
+  let response;
+  try {
+    response = await inspectorPost("Runtime.evaluate", {
+      expression: `${code}\n//# sourceURL=${USER_URL}`,
+      replMode: true,
+      awaitPromise: true,
+    });
+  } finally {
+    clearInterval(keepAlive);
+  }
   if (response.exceptionDetails) {
     const details = response.exceptionDetails;
     const thrown = await fromRemote(details.exception);

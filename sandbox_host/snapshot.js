@@ -28,7 +28,11 @@ let baseline = null;
 
 /** Remember the globals that exist before any user state (the runner's and Deno's own). */
 export function recordBaseline() {
-  baseline = Object.getOwnPropertyDescriptors(globalThis);
+  baseline = new Map();
+  for (const name of Object.getOwnPropertyNames(globalThis)) {
+    const { value, get, set } = Object.getOwnPropertyDescriptor(globalThis, name);
+    baseline.set(name, [value, get, set]);
+  }
 }
 
 function engineVersion() {
@@ -36,17 +40,17 @@ function engineVersion() {
 }
 
 function changedFromBaseline(name) {
-  const before = baseline[name];
+  const before = baseline.get(name);
   const now = Object.getOwnPropertyDescriptor(globalThis, name);
-  if (!before || !now) return before !== now;
-  return !Object.is(before.value, now.value) || before.get !== now.get || before.set !== now.set;
+  if (!before || !now) return Boolean(before) !== Boolean(now);
+  return !Object.is(before[0], now.value) || before[1] !== now.get || before[2] !== now.set;
 }
 
 /** Names and values of the user's globals: global properties plus this cell's lexicals. */
 function userGlobals(code) {
   const found = new Map();
   for (const name of Object.getOwnPropertyNames(globalThis)) {
-    if (name in baseline && !changedFromBaseline(name)) continue;
+    if (baseline.has(name) && !changedFromBaseline(name)) continue;
     const descriptor = Object.getOwnPropertyDescriptor(globalThis, name);
     found.set(name, descriptor && "value" in descriptor ? descriptor.value : globalThis[name]);
   }

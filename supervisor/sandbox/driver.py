@@ -21,6 +21,7 @@ MIB = 1024 * 1024
 OutcomeStatus = Literal["completed", "failed", "timed_out"]
 
 _OOM_MARKERS = ("out of memory", "Reached heap limit", "Allocation failed")
+_COLLECTED_AWAIT = "Invoke in DisallowJavascriptExecutionScope"
 
 
 @dataclass(frozen=True)
@@ -166,6 +167,16 @@ async def _explain_exit(
             error=(
                 "memory limit exceeded: the JavaScript heap outgrew "
                 f"heap_memory_max_mb={limits.heap_memory_max_mb}"
+            ),
+        )
+    if _COLLECTED_AWAIT in stderr:
+        # V8 collects an awaited Promise that nothing references, i.e. one that
+        # can never settle, and Deno aborts on the inspector's notice of it.
+        return Outcome(
+            "timed_out",
+            error=(
+                "execution can never finish: it awaits a Promise that nothing can settle "
+                f"(stopped before its {limits.timeout_s:g} s deadline)"
             ),
         )
     code = child.process.returncode
