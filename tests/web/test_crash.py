@@ -26,7 +26,7 @@ def start(http: httpx.Client, code: str, **fields: Any) -> str:
 def test_a_killed_server_loses_nothing_it_had_accepted(tmp_path: Path) -> None:
     data = tmp_path / "data"
     accepted: list[str] = []
-    with serve(data, stateful=True, *("--max-concurrent-executions", "2")) as first:
+    with serve(data, "--max-concurrent-executions", "2", stateful=True) as first:
         http = httpx.Client(base_url=first.url, timeout=30)
         # Finished work, in a session.
         heap = None
