@@ -41,7 +41,8 @@ def test_a_killed_server_loses_nothing_it_had_accepted(tmp_path: Path) -> None:
         talkers = [
             start(
                 http,
-                f"console.log('before the kill {i}'); await new Promise(r => (globalThis.hold = r))",
+                f"console.log('before the kill {i}'); "
+                "await new Promise(r => (globalThis.hold = r))",
             )
             for i in range(2)
         ]
