@@ -139,7 +139,7 @@ class Child:
                 await self._wait(None)
             await self.process.aclose()
             if self.cgroup is not None:
-                self.cgroup.remove()
+                await anyio.to_thread.run_sync(self.cgroup.remove)
         self.rung = rung
         logger.debug("child %s shut down (%s)", self.pid, rung)
         return rung

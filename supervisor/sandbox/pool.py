@@ -82,8 +82,9 @@ class SandboxPool:
                 heap_memory_max_mb=heap_memory_max_mb,
             )
             if self.cgroups is not None:
-                child.cgroup = self.cgroups.attach(
-                    child.pid, self.rss_cap_bytes(heap_memory_max_mb)
+                # cgroup file writes can stall for milliseconds: not on the event loop.
+                child.cgroup = await anyio.to_thread.run_sync(
+                    self.cgroups.attach, child.pid, self.rss_cap_bytes(heap_memory_max_mb)
                 )
             try:
                 await child.handshake(self.settings.spawn_timeout_s)
