@@ -40,7 +40,8 @@ export function renderResult(value) {
   }
 }
 
-const RUNNER_URL = import.meta.url;
+// The name bootstrap.js evaluates the runner under.
+const RUNNER_URL = "file:///mcp-v8-runner.js";
 export const USER_URL = "file:///code.js";
 
 /** Drop the runner's and Deno's own frames, keeping the user's (with their line numbers). */

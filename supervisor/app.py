@@ -19,7 +19,7 @@ from supervisor.heaps import (
     S3SnapshotStore,
     SnapshotStore,
 )
-from supervisor.sandbox import SandboxPool, probe_cgroups, write_runner
+from supervisor.sandbox import SandboxPool, boot_message, probe_cgroups
 from supervisor.sessions import SessionStore
 from supervisor.store import SqliteExecutionStore
 
@@ -71,9 +71,9 @@ async def running(settings: Settings) -> AsyncIterator[Services]:
     if interrupted:
         logger.warning("marked %d unfinished executions from a previous run as failed", interrupted)
     try:
-        runner = write_runner(sandbox_host.RUNNER, settings.storage.data_dir / "runtime")
+        boot = boot_message(sandbox_host.RUNNER)
         cgroups = await anyio.to_thread.run_sync(probe_cgroups, settings.sandbox.memory_cgroups)
-        pool = SandboxPool(settings.sandbox, runner, cgroups)
+        pool = SandboxPool(settings.sandbox, sandbox_host.BOOTSTRAP, cgroups, boot=boot)
         version = await pool.check()
         logger.info("sandbox ready: %s", version)
         engine = Engine(settings.sandbox, pool, store, heaps=heaps, sessions=sessions)

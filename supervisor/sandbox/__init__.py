@@ -6,7 +6,7 @@ from supervisor.sandbox.cgroups import probe as probe_cgroups
 from supervisor.sandbox.child import Child, ChildGone, ShutdownRung, spawn
 from supervisor.sandbox.driver import Limits, Outcome, execute
 from supervisor.sandbox.pool import SandboxPool
-from supervisor.sandbox.script import write_runner
+from supervisor.sandbox.script import boot_message
 
 __all__ = [
     "Child",
@@ -17,10 +17,10 @@ __all__ = [
     "Outcome",
     "SandboxPool",
     "ShutdownRung",
+    "boot_message",
     "child_env",
     "deno_argv",
     "execute",
     "probe_cgroups",
     "spawn",
-    "write_runner",
 ]

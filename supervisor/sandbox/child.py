@@ -63,6 +63,11 @@ class Child:
         assert self.process.stdin is not None
         await self.process.stdin.send(encode_frame(frame, blob))  # type: ignore[arg-type]
 
+    async def send_raw(self, data: bytes) -> None:
+        """Write bytes that are not a frame (the runner script, before the channel starts)."""
+        assert self.process.stdin is not None
+        await self.process.stdin.send(data)
+
     async def receive_batch(self) -> list[tuple[ChildFrame, bytes]]:
         """Return the ``(frame, blob)`` pairs of the next read (at least one).
 

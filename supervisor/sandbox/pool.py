@@ -36,11 +36,17 @@ class SandboxPool:
     """Hands out ready children and keeps replacements coming."""
 
     def __init__(
-        self, settings: SandboxSettings, runner: Path, cgroups: MemoryCgroups | None = None
+        self,
+        settings: SandboxSettings,
+        runner: Path,
+        cgroups: MemoryCgroups | None = None,
+        *,
+        boot: bytes = b"",
     ) -> None:
         self.settings = settings
         self.runner = runner
         self.cgroups = cgroups
+        self.boot = boot
         self.baseline_rss_bytes = 48 * MIB
         self._env = child_env()
         self._spawn_limiter = anyio.CapacityLimiter(max(1, settings.spawn_concurrency))
@@ -81,12 +87,16 @@ class SandboxPool:
                 max_frame_bytes=self.settings.max_frame_bytes,
                 heap_memory_max_mb=heap_memory_max_mb,
             )
-            if self.cgroups is not None:
-                # cgroup file writes can stall for milliseconds: not on the event loop.
-                child.cgroup = await anyio.to_thread.run_sync(
-                    self.cgroups.attach, child.pid, self.rss_cap_bytes(heap_memory_max_mb)
-                )
             try:
+                if self.boot:
+                    await child.send_raw(self.boot)
+                if self.cgroups is not None:
+                    # cgroup file writes can stall for milliseconds: not on the event
+                    # loop; shielded, so a group that was made is always recorded.
+                    with anyio.CancelScope(shield=True):
+                        child.cgroup = await anyio.to_thread.run_sync(
+                            self.cgroups.attach, child.pid, self.rss_cap_bytes(heap_memory_max_mb)
+                        )
                 await child.handshake(self.settings.spawn_timeout_s)
             except ChildGone as exc:
                 child.kill()

@@ -1,16 +1,17 @@
-"""Join the runner's ES modules into one script.
+"""The runner each child evaluates: ``sandbox_host``'s modules joined into one script.
 
-Every module a child loads costs start-up time (five modules cost ~3 ms of
-CPU per execution more than one file), so the children run a single file
-made from ``sandbox_host/`` at start-up. The modules follow two rules that
-make joining safe: they import only each other, by relative path, and their
-top-level names are unique across files.
+A child starts from the tiny ``bootstrap.js`` and receives this script first
+on stdin (a big-endian u32 length, then UTF-8): Deno analyses every module
+file it loads, and evaluating the runner as a script skips that, ~2.5 ms of
+CPU per execution. The modules follow two rules that make joining safe: they
+import only each other, by relative path, and their top-level names are
+unique across files.
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
+import struct
 from pathlib import Path
 
 _IMPORT = re.compile(r'^import\s*\{[^}]*\}\s*from\s*"\./([\w.-]+)";\s*$', re.MULTILINE)
@@ -36,14 +37,8 @@ def join_modules(entry: Path) -> str:
     return "\n".join(parts)
 
 
-def write_runner(entry: Path, dest_dir: Path) -> Path:
-    """Write the joined runner under ``dest_dir`` (named by content hash) and return its path."""
-    text = join_modules(entry)
-    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
-    dest_dir.mkdir(parents=True, exist_ok=True)
-    target = dest_dir / f"runner-{digest}.js"
-    if not target.exists():
-        tmp = target.with_suffix(".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(target)
-    return target
+def boot_message(entry: Path) -> bytes:
+    """What the supervisor writes to a new child's stdin before anything else."""
+    # An async function body, so the runner's top-level awaits keep working.
+    script = f"(async function () {{\n{join_modules(entry)}\n}})();\n".encode()
+    return struct.pack(">I", len(script)) + script

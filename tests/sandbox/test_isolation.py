@@ -15,6 +15,7 @@ import anyio
 import psutil
 import pytest
 
+import sandbox_host
 from supervisor.app import Services
 from supervisor.store import ExecutionRecord, ExecutionStatus
 from tests._requirements import guards
@@ -122,12 +123,12 @@ async def test_user_code_cannot_read_the_execution_database(services: Services) 
 
 
 def sandbox_environments(services: Services) -> list[dict[str, str]]:
-    """The environments of this engine's live children (found by their runner's path)."""
-    runtime = str(services.settings.storage.data_dir / "runtime")
+    """The environments of this process's live sandbox children (found by their bootstrap)."""
+    bootstrap = str(sandbox_host.BOOTSTRAP)
     found = []
     for child in psutil.Process().children(recursive=True):
         try:
-            if any(arg.startswith(runtime) for arg in child.cmdline()):
+            if bootstrap in child.cmdline():
                 found.append(child.environ())
         except psutil.Error:
             continue  # exited meanwhile

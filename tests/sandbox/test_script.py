@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import re
+import struct
 from collections import Counter
 from pathlib import Path
 
 from sandbox_host import ROOT, RUNNER
-from supervisor.sandbox.script import join_modules, write_runner
+from supervisor.sandbox.script import boot_message, join_modules
 
 # A static import or export statement at the start of a line; dynamic
 # `import("...")` and `import.meta` are expressions and stay.
@@ -25,8 +26,8 @@ def test_the_joined_runner_has_no_import_or_export_statement() -> None:
     assert _EXPORT.findall(text) == []
 
 
-def test_the_joined_runner_holds_every_module_once() -> None:
-    modules = sorted(path.name for path in ROOT.glob("*.js"))
+def test_the_joined_runner_holds_every_module_but_the_bootstrap_once() -> None:
+    modules = sorted(path.name for path in ROOT.glob("*.js") if path.name != "bootstrap.js")
     assert Counter(_HEADER.findall(join_modules(RUNNER))) == dict.fromkeys(modules, 1)
 
 
@@ -63,10 +64,11 @@ def test_a_module_imported_twice_is_included_once(tmp_path: Path) -> None:
     assert 'await import("node:inspector")' in text
 
 
-def test_write_runner_names_the_file_by_content_and_reuses_it(tmp_path: Path) -> None:
-    first = write_runner(RUNNER, tmp_path / "cache")
-    second = write_runner(RUNNER, tmp_path / "cache")
-    assert first == second
-    assert re.fullmatch(r"runner-[0-9a-f]{16}\.js", first.name)
-    assert first.read_text(encoding="utf-8") == join_modules(RUNNER)
-    assert [p.name for p in first.parent.iterdir()] == [first.name]
+def test_the_boot_message_is_the_joined_runner_as_a_length_prefixed_async_script() -> None:
+    message = boot_message(RUNNER)
+    (length,) = struct.unpack(">I", message[:4])
+    script = message[4:].decode("utf-8")
+    assert length == len(message) - 4
+    assert script.startswith("(async function () {")
+    assert join_modules(RUNNER) in script
+    assert "import.meta" not in script  # a script has no import.meta
