@@ -2,12 +2,12 @@
 
 Run from the repository root::
 
-    .venv/bin/python -m bench.run                  # full run, ~45 s
-    .venv/bin/python -m bench.run --quick          # ~18 s
+    .venv/bin/python -m bench.run                  # full run, ~60 s
+    .venv/bin/python -m bench.run --quick          # ~25 s
     .venv/bin/python -m bench.run --json out.json  # also write the figures
     .venv/bin/python -m bench.run --profile [cpu|wall]  # then profile the engine
 
-What is measured (all stateless ``1+1``):
+What is measured (1-5: stateless ``1+1``; 6-8: stateful):
 
 1. the bare ceiling: ``deno run`` of an empty script with exactly the argv and
    environment of a sandbox child, in one loop per core; measured in two
@@ -21,7 +21,22 @@ What is measured (all stateless ``1+1``):
 4. REST latency at low load: sequential ``POST /api/exec`` then
    ``GET /api/executions/{id}?wait=10``, pausing between iterations so the
    pool refills;
-5. the floor: ``1+1`` in-process with mini-racer (one warm V8 context).
+5. the floor: ``1+1`` in-process with mini-racer (one warm V8 context);
+6. stateful throughput: ``1+1`` through a stateful engine in this process (heaps
+   and session log in a temporary directory), every run resuming from the same
+   small heap, compared with the stateless engine figure of 2;
+7. snapshot cost of a ~6 MB state (100k small objects; 256 MB heap limit),
+   sequential runs, median of several: snapshot = the code that builds the
+   state run statefully minus the same run stateless (creation cancels out);
+   restore = resuming from that heap with a cell that throws (a failed run takes
+   no snapshot) minus the same cell stateless; also, as the issue words it,
+   resuming with ``1`` minus a stateless ``1`` (a restore plus a new snapshot).
+   The reference: ``v8.serialize`` + ``v8.deserialize`` of the same array in one
+   fresh Deno process with a sandbox child's argv and environment;
+8. ``--cache-dir``: a :class:`CachedSnapshotStore` over an S3 store on a moto
+   server on loopback; the S3 requests made while restoring a cached heap
+   (``exists`` then ``get``, as the engine does) are counted (target 0), and
+   cached restores are timed against uncached ones.
 
 Throughput is counted in a steady-state window after a warm-up: completions
 whose finish time falls inside the window, divided by its length. CPU time is
@@ -38,6 +53,7 @@ import argparse
 import contextlib
 import cProfile
 import json
+import logging
 import math
 import os
 import pstats
@@ -64,9 +80,10 @@ import psutil
 
 from supervisor.app import running
 from supervisor.config import HttpSettings, SandboxSettings, Settings, StorageSettings
-from supervisor.executions import build_run_request
+from supervisor.executions import Engine, RunRequest, build_run_request
+from supervisor.heaps import CachedSnapshotStore, S3SnapshotStore, SnapshotStore
 from supervisor.sandbox.argv import child_env, deno_argv
-from supervisor.store import ExecutionStatus
+from supervisor.store import ExecutionRecord, ExecutionStatus
 
 CODE = "1+1"
 EXPECTED = "2"
@@ -74,6 +91,21 @@ EXPECTED = "2"
 THROUGHPUT_TARGET = 0.8
 P50_TARGET_MS = 5.0
 P99_TARGET_MS = 20.0
+STATEFUL_TARGET = 0.5  # stateful exec/s over stateless engine exec/s, at least
+SNAPSHOT_TARGET = 2.0  # snapshot + restore over raw v8.serialize + v8.deserialize, at most
+
+# The small heap every stateful 1+1 resumes from.
+SMALL_STATE = "var counter = 0; const config = {a: 1, b: [1, 2, 3]}"
+# About 6 MB of JS heap: 100k small objects (about 4 MB serialized).
+BIG_STATE = (
+    "globalThis.items = Array.from({length: 100000}, "
+    '(_, i) => ({id: i, name: "item" + i, v: i * 1.5}))'
+)
+BIG_HEAP_MB = 256
+# A run that fails takes no snapshot: resuming with it costs the restore alone.
+RESTORE_ONLY = 'throw new Error("restore only")'
+ONE = "1"
+CACHE_GETS = 20
 
 
 # --------------------------------------------------------------------------- plan
@@ -93,6 +125,9 @@ class Plan:
     engine_latency_iterations: int
     latency_pause_s: float
     floor_s: float
+    stateful_s: float  # the stateful throughput window
+    snapshot_reps: int  # repetitions of each snapshot-cost measurement (median kept)
+    snapshot_pause_s: float  # between sequential runs there, so the pool refills
 
 
 FULL = Plan(
@@ -106,6 +141,9 @@ FULL = Plan(
     engine_latency_iterations=150,
     latency_pause_s=0.025,
     floor_s=1.0,
+    stateful_s=5.0,
+    snapshot_reps=5,
+    snapshot_pause_s=0.15,
 )
 QUICK = Plan(
     ceiling_half_s=1.0,
@@ -118,6 +156,9 @@ QUICK = Plan(
     engine_latency_iterations=50,
     latency_pause_s=0.025,
     floor_s=0.3,
+    stateful_s=2.0,
+    snapshot_reps=3,
+    snapshot_pause_s=0.1,
 )
 
 
@@ -868,6 +909,373 @@ def measure_floor(plan: Plan) -> Floor:
     return Floor(eval_us=eval_us, evals=evals, fresh_context_us=fresh_us, v8_version=version)
 
 
+# --------------------------------------------------------------------------- 6, 7, 8. stateful
+
+
+def stateful_settings(deno: str, data_dir: Path, **sandbox: Any) -> Settings:
+    """A stateful engine with its heaps and session log under ``data_dir``."""
+    return Settings(
+        sandbox=SandboxSettings(deno_path=deno, **sandbox),
+        http=HttpSettings(),
+        storage=StorageSettings(
+            data_dir=data_dir,
+            stateless=False,
+            heap_dir=data_dir / "heaps",
+            session_db_path=data_dir / "sessions",
+        ),
+    )
+
+
+async def _run_to_end(engine: Engine, request: RunRequest) -> tuple[ExecutionRecord, float]:
+    """Submit, wait for the final record; returns it with the ms from submit to completion."""
+    t0 = time.perf_counter()
+    record = await engine.submit(request)
+    final = await engine.wait(record.execution_id, 120)
+    return final, 1000 * (time.perf_counter() - t0)
+
+
+@dataclass
+class StatefulRun:
+    throughput: Throughput
+    in_flight: int
+    heap: str
+    runs: int  # all runs, warm-up included
+    same_heap: int  # of those, runs whose output heap is their input heap (unchanged state)
+
+
+async def measure_stateful(deno: str, data_dir: Path, plan: Plan) -> StatefulRun:
+    """Sustained stateful ``1+1`` executions, each resuming from the same small heap."""
+    settings = stateful_settings(deno, data_dir)
+    in_flight = 2 * settings.sandbox.max_concurrent_executions
+    async with running(settings) as services:
+        engine = services.engine
+        made, _ = await _run_to_end(
+            engine, build_run_request(settings.sandbox, SMALL_STATE, stateful=True)
+        )
+        if made.status is not ExecutionStatus.COMPLETED or made.heap is None:
+            raise RuntimeError(f"could not make the small heap: {made.status} {made.error}")
+        heap = made.heap
+        request = build_run_request(settings.sandbox, CODE, stateful=True, heap=heap)
+        runs = same = 0
+
+        async def one() -> bool:
+            nonlocal runs, same
+            record = await engine.submit(request)
+            final = await engine.wait(record.execution_id, 30)
+            runs += 1
+            same += final.heap == heap
+            return final.status is ExecutionStatus.COMPLETED and final.result == EXPECTED
+
+        await anyio.sleep(0.3)  # let the pool fill
+        result = await _windowed(in_flight, one, plan.warmup_s, plan.stateful_s, cpu_sample)
+    return StatefulRun(throughput=result, in_flight=in_flight, heap=heap, runs=runs, same_heap=same)
+
+
+def _big_state(rep: int) -> str:
+    """The 6 MB state, with a per-repetition value: every snapshot is a new heap to write."""
+    return f"{BIG_STATE}; globalThis.rep = {rep}"
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else math.nan
+
+
+@dataclass
+class SnapshotCost:
+    """Submit-to-completion times (ms) of stateless and stateful runs on the 6 MB state."""
+
+    reps: int
+    stateless_create: list[float] = field(default_factory=list)
+    stateful_create: list[float] = field(default_factory=list)
+    stateless_one: list[float] = field(default_factory=list)
+    resume_one: list[float] = field(default_factory=list)
+    stateless_throw: list[float] = field(default_factory=list)
+    resume_throw: list[float] = field(default_factory=list)
+    raw_serialize: list[float] = field(default_factory=list)
+    raw_deserialize: list[float] = field(default_factory=list)
+    heap_bytes: int = 0
+    raw_bytes: int = 0
+    heap: bytes = b""  # one of the heaps, for the cache check
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def snapshot_ms(self) -> float:
+        """Stateful minus stateless run of the code that builds the state."""
+        return _median(self.stateful_create) - _median(self.stateless_create)
+
+    @property
+    def restore_ms(self) -> float:
+        """Resuming with a failing cell (which takes no snapshot) minus the same, stateless."""
+        return _median(self.resume_throw) - _median(self.stateless_throw)
+
+    @property
+    def resume_ms(self) -> float:
+        """Resuming with ``1`` minus a stateless ``1``: restore and a new snapshot."""
+        return _median(self.resume_one) - _median(self.stateless_one)
+
+    @property
+    def raw_ms(self) -> float:
+        return _median(
+            [s + d for s, d in zip(self.raw_serialize, self.raw_deserialize, strict=True)]
+        )
+
+    @property
+    def ratio(self) -> float:
+        raw = self.raw_ms
+        return (self.snapshot_ms + self.restore_ms) / raw if raw > 0 else math.nan
+
+    def as_json(self) -> dict[str, Any]:
+        def rounded(values: list[float]) -> list[float]:
+            return [round(v, 2) for v in values]
+
+        return {
+            "snapshot_ms": round(self.snapshot_ms, 2),
+            "restore_ms": round(self.restore_ms, 2),
+            "snapshot_plus_restore_ms": round(self.snapshot_ms + self.restore_ms, 2),
+            "resume_with_1_ms": round(self.resume_ms, 2),
+            "raw_serialize_ms": round(_median(self.raw_serialize), 2),
+            "raw_deserialize_ms": round(_median(self.raw_deserialize), 2),
+            "raw_ms": round(self.raw_ms, 2),
+            "ratio": round(self.ratio, 3),
+            "target": SNAPSHOT_TARGET,
+            "pass": self.ratio <= SNAPSHOT_TARGET,
+            "heap_bytes": self.heap_bytes,
+            "raw_serialized_bytes": self.raw_bytes,
+            "heap_memory_max_mb": BIG_HEAP_MB,
+            "repetitions": self.reps,
+            "runs_ms": {
+                "stateless_create": rounded(self.stateless_create),
+                "stateful_create": rounded(self.stateful_create),
+                "stateless_1": rounded(self.stateless_one),
+                "resume_1": rounded(self.resume_one),
+                "stateless_throw": rounded(self.stateless_throw),
+                "resume_throw": rounded(self.resume_throw),
+                "raw_serialize": rounded(self.raw_serialize),
+                "raw_deserialize": rounded(self.raw_deserialize),
+            },
+            "failures": self.failures,
+        }
+
+
+async def measure_snapshot_runs(deno: str, tmp: Path, plan: Plan) -> SnapshotCost:
+    """The 6 MB state through a stateless engine, then a stateful one (both 256 MB children).
+
+    Each is run once more than ``plan.snapshot_reps`` (the first is a warm-up),
+    sequentially, pausing so the pool refills: the stateful and stateless times
+    differ by the snapshot or restore alone, since everything else is the same.
+    """
+    cost = SnapshotCost(reps=plan.snapshot_reps)
+    reps = range(-1, plan.snapshot_reps)  # -1: the warm-up, not kept
+
+    def check(what: str, final: ExecutionRecord, ok: bool) -> None:
+        if not ok:
+            cost.failures.append(f"{what}: {final.status} {final.error or final.result}")
+
+    stateless = Settings(
+        sandbox=SandboxSettings(deno_path=deno, heap_memory_max_mb=BIG_HEAP_MB),
+        http=HttpSettings(),
+        storage=StorageSettings(data_dir=tmp / "snapshot-stateless", stateless=True),
+    )
+    sandbox = stateless.sandbox
+    async with running(stateless) as services:
+        engine = services.engine
+        await anyio.sleep(0.3)
+        for rep in reps:
+            for code, into in (
+                (_big_state(rep), cost.stateless_create),
+                (ONE, cost.stateless_one),
+                (RESTORE_ONLY, cost.stateless_throw),
+            ):
+                await anyio.sleep(plan.snapshot_pause_s)
+                final, ms = await _run_to_end(engine, build_run_request(sandbox, code))
+                completed = final.status is ExecutionStatus.COMPLETED
+                check(f"stateless {code[:20]!r}", final, completed == (code != RESTORE_ONLY))
+                if rep >= 0:
+                    into.append(ms)
+
+    settings = stateful_settings(deno, tmp / "snapshot-stateful", heap_memory_max_mb=BIG_HEAP_MB)
+    async with running(settings) as services:
+        engine = services.engine
+        await anyio.sleep(0.3)
+        for rep in reps:
+            await anyio.sleep(plan.snapshot_pause_s)
+            made, ms = await _run_to_end(
+                engine, build_run_request(sandbox, _big_state(rep), stateful=True)
+            )
+            check("stateful create", made, made.heap is not None)
+            if made.heap is None:
+                continue
+            if rep >= 0:
+                cost.stateful_create.append(ms)
+            await anyio.sleep(plan.snapshot_pause_s)
+            final, ms = await _run_to_end(
+                engine,
+                build_run_request(sandbox, ONE, stateful=True, heap=made.heap),
+            )
+            check("resume 1", final, final.result == ONE)
+            if rep >= 0:
+                cost.resume_one.append(ms)
+            await anyio.sleep(plan.snapshot_pause_s)
+            final, ms = await _run_to_end(
+                engine, build_run_request(sandbox, RESTORE_ONLY, stateful=True, heap=made.heap)
+            )
+            check("resume throw", final, final.heap is None and "restore only" in str(final.error))
+            if rep >= 0:
+                cost.resume_throw.append(ms)
+            if not cost.heap and engine.heaps is not None:
+                cost.heap = await engine.heaps.get(made.heap)
+                cost.heap_bytes = len(cost.heap)
+    return cost
+
+
+RAW_SCRIPT = f"""\
+import {{ deserialize, serialize }} from "node:v8";
+{BIG_STATE};
+const t0 = performance.now();
+const bytes = serialize(globalThis.items);
+const t1 = performance.now();
+const back = deserialize(bytes);
+const t2 = performance.now();
+if (back.length !== 100000) throw new Error("round trip lost items");
+const figures = {{ serialize_ms: t1 - t0, deserialize_ms: t2 - t1, bytes: bytes.byteLength }};
+console.log(JSON.stringify(figures));
+"""
+
+
+def measure_raw_serializer(deno: str, tmp: Path, cost: SnapshotCost) -> None:
+    """The reference: ``v8.serialize`` + ``v8.deserialize`` of the same state, in one Deno process.
+
+    One fresh process per repetition, with a sandbox child's argv and environment,
+    as each snapshot and restore also happens in a fresh child.
+    """
+    script = tmp / "raw-serializer.js"
+    script.write_text(RAW_SCRIPT)
+    argv = deno_argv(deno, str(script), heap_memory_max_mb=BIG_HEAP_MB)
+    for _ in range(cost.reps):
+        proc = subprocess.Popen(
+            argv,
+            env=child_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        _track(proc)
+        try:
+            out, err = proc.communicate(timeout=60)
+        finally:
+            _untrack(proc)
+        if proc.returncode != 0:
+            raise RuntimeError(f"the raw serializer script failed: {err.decode(errors='replace')}")
+        figures = json.loads(out)
+        cost.raw_serialize.append(float(figures["serialize_ms"]))
+        cost.raw_deserialize.append(float(figures["deserialize_ms"]))
+        cost.raw_bytes = int(figures["bytes"])
+
+
+@dataclass
+class CacheCheck:
+    """A heap restored through the S3 cache: S3 requests counted, times of both paths."""
+
+    gets: int
+    heap_bytes: int
+    put_requests: list[str]
+    cached_requests: list[str]  # S3 requests made while restoring from the cache
+    s3_requests: list[str]  # S3 requests of the uncached restores (for contrast)
+    cached_ms: list[float]
+    s3_ms: list[float]
+
+    @property
+    def ok(self) -> bool:
+        return not self.cached_requests
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "restores": self.gets,
+            "heap_bytes": self.heap_bytes,
+            "s3_requests_during_cached_restores": len(self.cached_requests),
+            "s3_requests_of_put": self.put_requests,
+            "s3_requests_per_uncached_restore": (
+                self.s3_requests[: len(self.s3_requests) // max(1, len(self.s3_ms))]
+            ),
+            "cached_restore_p50_ms": round(_median(self.cached_ms), 3),
+            "s3_restore_p50_ms": round(_median(self.s3_ms), 3),
+            "target_requests": 0,
+            "pass": self.ok,
+        }
+
+
+async def _cache_restores(endpoint: str, cache_dir: Path, heap: bytes, reps: int) -> CacheCheck:
+    import boto3
+
+    client = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+    )
+    bucket = "mcp-v8-bench"
+    await anyio.to_thread.run_sync(partial(client.create_bucket, Bucket=bucket))
+    calls: list[str] = []
+    client.meta.events.register("before-call.s3", lambda model, **_: calls.append(model.name))
+    s3 = S3SnapshotStore(bucket, client=client)
+    cached = CachedSnapshotStore(s3, cache_dir, size_limit_bytes=1 << 30)
+    try:
+        digest = await cached.put(heap)
+        put_requests = list(calls)
+
+        async def restore(store: SnapshotStore) -> float:
+            # What the engine does for a run with an input heap: exists, then get.
+            t0 = time.perf_counter()
+            if not await store.exists(digest) or await store.get(digest) != heap:
+                raise RuntimeError("the stored heap did not come back")
+            return 1000 * (time.perf_counter() - t0)
+
+        calls.clear()
+        cached_ms = [await restore(cached) for _ in range(CACHE_GETS)]
+        cached_requests = list(calls)
+        calls.clear()
+        s3_ms = [await restore(s3) for _ in range(reps)]
+        s3_requests = list(calls)
+    finally:
+        cached.close()
+    return CacheCheck(
+        gets=CACHE_GETS,
+        heap_bytes=len(heap),
+        put_requests=put_requests,
+        cached_requests=cached_requests,
+        s3_requests=s3_requests,
+        cached_ms=cached_ms,
+        s3_ms=s3_ms,
+    )
+
+
+def measure_cache(tmp: Path, heap: bytes, plan: Plan) -> CacheCheck:
+    """``--cache-dir``: restores of a cached heap, over a real S3-protocol server (moto)."""
+    from moto.server import ThreadedMotoServer
+
+    werkzeug = logging.getLogger("werkzeug")  # moto's server logs every request
+    level = werkzeug.level
+    werkzeug.setLevel(logging.ERROR)
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        return run_async(
+            partial(
+                _cache_restores,
+                f"http://127.0.0.1:{port}",
+                tmp / "heap-cache",
+                heap or os.urandom(6 * 1024 * 1024),
+                plan.snapshot_reps,
+            )
+        )
+    finally:
+        server.stop()
+        werkzeug.setLevel(level)
+
+
 # --------------------------------------------------------------------------- report
 
 
@@ -898,6 +1306,9 @@ class Results:
     rest_in_flight: int
     latency: Latency
     floor: Floor
+    stateful: StatefulRun
+    snapshot: SnapshotCost
+    cache: CacheCheck
 
 
 def render(r: Results) -> tuple[str, dict[str, Any]]:
@@ -1011,6 +1422,62 @@ def render(r: Results) -> tuple[str, dict[str, Any]]:
         ),
     ]
 
+    stateful, snap, cache = r.stateful.throughput, r.snapshot, r.cache
+    stateful_ratio = stateful.per_s / engine.per_s if engine.per_s else 0.0
+    stateful_cost = stateful.cpu_ms_total(("bench", "bench_children"))
+    snap_total = snap.snapshot_ms + snap.restore_ms
+    rows += [
+        (
+            f"6 stateful 1+1 on a small heap, {r.stateful.in_flight} in flight",
+            f"{stateful.per_s:7.1f} exec/s",
+            f"stateless engine {engine.per_s:.1f}/s",
+            f"{stateful_ratio:.2f} >= {STATEFUL_TARGET}",
+            verdict(stateful_ratio >= STATEFUL_TARGET),
+        ),
+        (
+            "  CPU cost ratio (if CPU-bound)",
+            f"{stateful_cost:7.2f} ms/exec",
+            f"stateless {engine_cost:.2f} ms/exec",
+            f"{engine_cost / stateful_cost:.2f}" if stateful_cost else "-",
+            "info",
+        ),
+        (
+            "7 snapshot + restore, 100k objects",
+            f"{snap_total:7.1f} ms",
+            f"raw v8 ser+de {snap.raw_ms:.1f} ms",
+            f"{snap.ratio:.2f} <= {SNAPSHOT_TARGET}",
+            verdict(snap.ratio <= SNAPSHOT_TARGET),
+        ),
+        (
+            "  snapshot / restore (differences of medians)",
+            f"{snap.snapshot_ms:.1f} / {snap.restore_ms:.1f} ms",
+            f"raw {_median(snap.raw_serialize):.1f} / {_median(snap.raw_deserialize):.1f} ms",
+            f"heap {snap.heap_bytes / 1e6:.1f} MB",
+            "info",
+        ),
+        (
+            "  resume with 1 (restore + new snapshot)",
+            f"{snap.resume_ms:7.1f} ms",
+            f"stateless 1: {_median(snap.stateless_one):.1f} ms",
+            "",
+            "info",
+        ),
+        (
+            f"8 --cache-dir: S3 requests in {cache.gets} restores",
+            f"{len(cache.cached_requests):7d}",
+            "target 0",
+            "",
+            verdict(cache.ok),
+        ),
+        (
+            "  restore (exists + get) cached / from S3",
+            f"{_median(cache.cached_ms):.2f} / {_median(cache.s3_ms):.2f} ms",
+            f"{cache.heap_bytes / 1e6:.1f} MB, moto on loopback",
+            "",
+            "info",
+        ),
+    ]
+
     lines = [
         f"mcp-v8 speed benchmark ({r.plan_name}): {r.engine.sandbox_version}, "
         f"{cores} CPUs, max_concurrent_executions={r.engine.max_concurrent}, code {CODE!r}",
@@ -1038,6 +1505,14 @@ def render(r: Results) -> tuple[str, dict[str, Any]]:
                     f"{engine.foreign_cores:.2f}",
                 ),
                 (
+                    "engine, stateful small heap",
+                    _ms(stateful.cpu_ms_per("bench")),
+                    _ms(stateful.cpu_ms_per("bench_children")),
+                    "-",
+                    f"{stateful.busy_cores:.2f}",
+                    f"{stateful.foreign_cores:.2f}",
+                ),
+                (
                     "REST server + httpx loadgen",
                     _ms(rest.cpu_ms_per("server")),
                     _ms(rest.cpu_ms_per("server_children")),
@@ -1055,8 +1530,15 @@ def render(r: Results) -> tuple[str, dict[str, Any]]:
         "process) competes with the server, so REST throughput is a lower bound. Other load",
         "on the machine (foreign cores) distorts the measured ratios; the CPU cost ratios",
         "do not depend on it. Absolute figures drift 10-15 % between runs; ratios less.",
+        "",
+        f"Snapshot and restore ({snap.reps} runs each, {BIG_HEAP_MB} MB heap limit, sequential):",
+        "snapshot = stateful minus stateless run of the code that builds the state; restore =",
+        "resuming with a failing cell (which takes no snapshot) minus the same cell stateless;",
+        "raw = v8.serialize + v8.deserialize of the same array in one fresh Deno process.",
     ]
-    foreign = max(ceiling.foreign_cores, engine.foreign_cores, rest.foreign_cores)
+    foreign = max(
+        ceiling.foreign_cores, engine.foreign_cores, rest.foreign_cores, stateful.foreign_cores
+    )
     if foreign > 0.15:
         lines.append(
             f"WARNING: up to {foreign:.2f} cores were busy with other processes during the run."
@@ -1066,9 +1548,12 @@ def render(r: Results) -> tuple[str, dict[str, Any]]:
         "engine": engine.failures,
         "rest": rest.failures,
         "latency": latency.failures,
+        "stateful": stateful.failures,
+        "snapshot": len(snap.failures),
     }
     if any(failures.values()):
         lines.append(f"FAILURES (wrong or missing results): {failures}")
+        lines.extend(f"  snapshot: {failure}" for failure in snap.failures[:5])
 
     figures: dict[str, Any] = {
         "plan": r.plan_name,
@@ -1112,6 +1597,21 @@ def render(r: Results) -> tuple[str, dict[str, Any]]:
             "evals": floor.evals,
             "v8": floor.v8_version,
         },
+        "stateful": {
+            **stateful.as_json(),
+            "in_flight": r.stateful.in_flight,
+            "code": CODE,
+            "heap_code": SMALL_STATE,
+            "runs_all": r.stateful.runs,
+            "runs_same_heap_out": r.stateful.same_heap,
+            "stateless_engine_per_s": round(engine.per_s, 2),
+            "ratio": round(stateful_ratio, 3),
+            "cpu_cost_ratio": round(engine_cost / stateful_cost, 3) if stateful_cost else None,
+            "target": STATEFUL_TARGET,
+            "pass": stateful_ratio >= STATEFUL_TARGET,
+        },
+        "snapshot": {"state_code": BIG_STATE, **snap.as_json()},
+        "cache": cache.as_json(),
         "failures": failures,
     }
     return "\n".join(lines), figures
@@ -1122,7 +1622,7 @@ def render(r: Results) -> tuple[str, dict[str, Any]]:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true", help="a ~15 s run with shorter windows")
+    p.add_argument("--quick", action="store_true", help="a ~25 s run with shorter windows")
     p.add_argument("--json", metavar="PATH", type=Path, help="also write the figures as JSON")
     p.add_argument(
         "--profile",
@@ -1146,18 +1646,25 @@ def run_all(args: argparse.Namespace, tmp: Path) -> int:
     deno = deno_binary()
     started = time.perf_counter()
 
-    _step("1/6 ceiling, first half")
+    _step("1/9 ceiling, first half")
     ceiling_a = measure_ceiling(deno, tmp, plan)
-    _step("2/6 engine throughput (in-process)")
+    _step("2/9 engine throughput (in-process)")
     engine = run_async(partial(measure_engine, deno, tmp / "engine-data", plan))
-    _step("3/6 REST server start, latency")
+    _step("3/9 stateful engine throughput (small heap)")
+    stateful = run_async(partial(measure_stateful, deno, tmp / "stateful-data", plan))
+    _step("4/9 REST server start, latency")
     with rest_server(deno, tmp) as server:
         latency = measure_rest_latency(server, plan)
-        _step("4/6 REST throughput")
+        _step("5/9 REST throughput")
         rest = run_async(partial(measure_rest_throughput, server, plan))
-    _step("5/6 mini-racer floor")
+    _step("6/9 mini-racer floor")
     floor = measure_floor(plan)
-    _step("6/6 ceiling, second half")
+    _step("7/9 snapshot and restore of 100k objects, raw v8 serializer")
+    snapshot = run_async(partial(measure_snapshot_runs, deno, tmp, plan))
+    measure_raw_serializer(deno, tmp, snapshot)
+    _step("8/9 --cache-dir restores over moto S3")
+    cache = measure_cache(tmp, snapshot.heap, plan)
+    _step("9/9 ceiling, second half")
     ceiling_b = measure_ceiling(deno, tmp, plan)
 
     text, figures = render(
@@ -1170,6 +1677,9 @@ def run_all(args: argparse.Namespace, tmp: Path) -> int:
             rest_in_flight=plan.rest_concurrency,
             latency=latency,
             floor=floor,
+            stateful=stateful,
+            snapshot=snapshot,
+            cache=cache,
         )
     )
     figures["elapsed_s"] = round(time.perf_counter() - started, 1)

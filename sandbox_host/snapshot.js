@@ -124,40 +124,63 @@ function walk(root, visit) {
  * V8 deserializes every array with holey elements, and the serializer writes
  * holey arrays in another layout: repack arrays without holes so that an
  * unchanged state serializes to the same bytes (and the same hash) again.
+ * This visits every object once, so it is written for speed.
  */
 function repackArrays(root) {
   const packed = new Map();
-  const repack = (value) => {
-    if (!Array.isArray(value)) return value;
-    if (packed.has(value)) return packed.get(value);
-    for (let i = 0; i < value.length; i++) if (!(i in value)) return value;
-    // Array.from, slice and spread keep the holey kind; pushing makes a packed array.
-    const copy = [];
-    for (let i = 0; i < value.length; i++) copy.push(value[i]);
-    packed.set(value, copy);
-    return copy;
-  };
-  const seen = new Set();
+  const seen = new Set([root]);
   const stack = [root];
+  const visit = (child) => {
+    if (Array.isArray(child)) {
+      let copy = packed.get(child);
+      if (copy === undefined) {
+        copy = child;
+        const n = child.length;
+        let holes = false;
+        for (let i = 0; i < n && !holes; i++) holes = !(i in child);
+        if (!holes) {
+          // Array.from, slice and spread keep the holey kind; pushing makes a packed array.
+          copy = [];
+          for (let i = 0; i < n; i++) copy.push(child[i]);
+        }
+        packed.set(child, copy);
+      }
+      child = copy;
+    }
+    if (!seen.has(child)) {
+      seen.add(child);
+      stack.push(child);
+    }
+    return child;
+  };
+  const isObject = (v) => v !== null && typeof v === "object";
   while (stack.length) {
     const value = stack.pop();
-    if (value === null || typeof value !== "object" || seen.has(value)) continue;
-    seen.add(value);
-    if (value instanceof Map) {
-      const entries = [...value].map(([k, v]) => [repack(k), repack(v)]);
-      value.clear();
-      for (const [k, v] of entries) value.set(k, v);
-      stack.push(...entries.flat());
+    if (Array.isArray(value)) {
+      for (let i = 0; i < value.length; i++) {
+        const child = value[i];
+        if (isObject(child)) value[i] = visit(child);
+      }
+    } else if (value instanceof Map) {
+      const entries = [...value];
+      if (entries.some(([k, v]) => isObject(k) || isObject(v))) {
+        value.clear();
+        for (const [k, v] of entries) value.set(isObject(k) ? visit(k) : k, isObject(v) ? visit(v) : v);
+      }
     } else if (value instanceof Set) {
-      const items = [...value].map(repack);
-      value.clear();
-      for (const item of items) value.add(item);
-      stack.push(...items);
+      const items = [...value];
+      if (items.some(isObject)) {
+        value.clear();
+        for (const item of items) value.add(isObject(item) ? visit(item) : item);
+      }
     } else if (!(ArrayBuffer.isView(value) || value instanceof Date || value instanceof RegExp)) {
-      for (const key of Object.keys(value)) {
-        const child = repack(value[key]);
-        if (child !== value[key]) value[key] = child;
-        stack.push(child);
+      for (const key in value) {
+        if (!Object.prototype.hasOwnProperty.call(value, key)) continue;
+        const child = value[key];
+        if (isObject(child)) {
+          const next = visit(child);
+          if (next !== child) value[key] = next;
+        }
       }
     }
   }

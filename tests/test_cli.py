@@ -29,6 +29,8 @@ def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]
         (["--stateless", "--session-db-path", "x"], "--session-db-path"),
         (["--directory-path", "x", "--s3-bucket", "b"], "--s3-bucket"),
         (["--cache-dir", "x"], "requires --s3-bucket"),
+        (["--stateless", "--session-id", "s"], "--session-id"),
+        (["--s3-endpoint-url", "http://x"], "requires --s3-bucket"),
         (["--execution-timeout", "0"], "between 1 and 300"),
         (["--execution-timeout", "301"], "between 1 and 300"),
         (["--heap-memory-max", "0"], "--heap-memory-max"),
@@ -77,3 +79,35 @@ def test_flags_become_settings_with_units_in_their_names(tmp_path: Path) -> None
     assert settings.http.http_port == 3000
     assert settings.http.allowed_hosts == ("example.com",)
     assert settings.storage.data_dir == tmp_path
+
+
+def test_an_unwritable_heap_directory_stops_start_up_naming_it(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    heaps = blocker / "heaps"
+    done = run_cli(
+        "--directory-path",
+        str(heaps),
+        "--session-db-path",
+        str(tmp_path / "sessions"),
+        "--data-dir",
+        str(tmp_path / "data"),
+    )
+    assert done.returncode == 1
+    assert str(heaps) in done.stderr
+    assert "not writable" in done.stderr
+
+
+def test_an_unusable_session_database_path_stops_start_up_naming_it(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    done = run_cli(
+        "--directory-path",
+        str(tmp_path / "heaps"),
+        "--session-db-path",
+        str(blocker / "sessions"),
+        "--data-dir",
+        str(tmp_path / "data"),
+    )
+    assert done.returncode == 1
+    assert str(blocker / "sessions") in done.stderr

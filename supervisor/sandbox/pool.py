@@ -89,7 +89,10 @@ class SandboxPool:
             )
             try:
                 if self.boot:
-                    await child.send_raw(self.boot)
+                    try:
+                        await child.send_raw(self.boot)
+                    except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                        raise ChildGone("the sandbox process closed its input") from None
                 if self.cgroups is not None:
                     # cgroup file writes can stall for milliseconds: not on the event
                     # loop; shielded, so a group that was made is always recorded.

@@ -42,8 +42,10 @@ def command(*args: str) -> list[str]:
     return [sys.executable, "-m", "supervisor", *args]
 
 
-def storage_args(data_dir: Path, stateful: bool) -> list[str]:
-    """``--stateless``, or heaps and session logs kept under ``data_dir``."""
+def storage_args(data_dir: Path, stateful: bool | None) -> list[str]:
+    """``--stateless``, heaps and session logs under ``data_dir``, or (None) nothing."""
+    if stateful is None:
+        return []
     if not stateful:
         return ["--stateless"]
     return [
@@ -56,7 +58,7 @@ def storage_args(data_dir: Path, stateful: bool) -> list[str]:
 
 @contextmanager
 def serve(
-    data_dir: Path, *args: str, transport: str = "--http-port", stateful: bool = False
+    data_dir: Path, *args: str, transport: str = "--http-port", stateful: bool | None = False
 ) -> Iterator[Server]:
     """Run ``mcp-v8 <storage> <transport> PORT --data-dir DATA_DIR ARGS`` until the block ends."""
     port = free_port()
