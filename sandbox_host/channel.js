@@ -52,12 +52,26 @@ export class FrameReader {
 
   async #fill(n) {
     while (this.#size < n) {
-      const buf = new Uint8Array(Math.max(65536, n - this.#size));
+      const buf = new Uint8Array(65536);
       const got = await read(buf);
       if (got === null) throw new Error("supervisor closed the channel");
       this.#chunks.push(buf.subarray(0, got));
       this.#size += got;
     }
+  }
+
+  /** Exactly `n` bytes: what is buffered, then reads straight into one buffer (no re-copying). */
+  async #exactly(n) {
+    if (this.#size >= n) return this.#take(n);
+    const out = new Uint8Array(n);
+    let filled = this.#size;
+    out.set(this.#take(this.#size), 0);
+    while (filled < n) {
+      const got = await read(out.subarray(filled));
+      if (got === null) throw new Error("supervisor closed the channel");
+      filled += got;
+    }
+    return out;
   }
 
   /** Resolve with the next `{frame, blob}`. */
@@ -68,9 +82,8 @@ export class FrameReader {
     const view = new DataView(header.buffer);
     const jsonLen = view.getUint32(2);
     const blobLen = view.getUint32(6);
-    await this.#fill(jsonLen + blobLen);
-    const frame = JSON.parse(decoder.decode(this.#take(jsonLen)));
-    const blob = blobLen ? this.#take(blobLen) : null;
+    const frame = JSON.parse(decoder.decode(await this.#exactly(jsonLen)));
+    const blob = blobLen ? await this.#exactly(blobLen) : null;
     return { frame, blob };
   }
 }
