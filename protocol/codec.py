@@ -66,11 +66,15 @@ class FrameDecoder(Generic[T]):
                 if len(buf) < end:
                     break
                 body_end = start + HEADER_BYTES + json_len
+                # One copy out of the buffer (slicing a bytearray would copy twice).
+                with memoryview(buf) as view:
+                    body = bytes(view[start + HEADER_BYTES : body_end])
+                    blob = bytes(view[body_end:end])
                 try:
-                    frame = self._decoder.decode(bytes(buf[start + HEADER_BYTES : body_end]))
+                    frame = self._decoder.decode(body)
                 except (msgspec.DecodeError, UnicodeDecodeError, ValueError) as exc:
                     raise FrameError(f"malformed frame: {exc}") from None
-                frames.append((frame, bytes(buf[body_end:end])))
+                frames.append((frame, blob))
                 start = end
         except FrameError as exc:
             self._failed = exc

@@ -14,20 +14,28 @@ const writeSync = stdout.writeSync.bind(stdout);
 const stdin = Deno.stdin;
 const read = stdin.read.bind(stdin);
 
-/** Write one frame synchronously; partial writes are retried. */
+function writeAll(bytes) {
+  let offset = 0;
+  while (offset < bytes.byteLength) offset += writeSync(bytes.subarray(offset));
+}
+
+/**
+ * Write one frame synchronously. The blob may come in parts (an array of
+ * Uint8Arrays), written one after the other rather than copied together.
+ */
 export function send(frame, blob) {
   const body = encoder.encode(JSON.stringify(frame));
-  const blobLen = blob ? blob.byteLength : 0;
-  const out = new Uint8Array(HEADER_BYTES + body.byteLength + blobLen);
-  const view = new DataView(out.buffer);
-  out[0] = MAGIC_0;
-  out[1] = MAGIC_1;
+  const parts = blob ? (Array.isArray(blob) ? blob : [blob]) : [];
+  const blobLen = parts.reduce((sum, part) => sum + part.byteLength, 0);
+  const head = new Uint8Array(HEADER_BYTES + body.byteLength);
+  const view = new DataView(head.buffer);
+  head[0] = MAGIC_0;
+  head[1] = MAGIC_1;
   view.setUint32(2, body.byteLength);
   view.setUint32(6, blobLen);
-  out.set(body, HEADER_BYTES);
-  if (blobLen) out.set(blob, HEADER_BYTES + body.byteLength);
-  let offset = 0;
-  while (offset < out.byteLength) offset += writeSync(out.subarray(offset));
+  head.set(body, HEADER_BYTES);
+  writeAll(head);
+  for (const part of parts) writeAll(part);
 }
 
 /** Reads whole frames from stdin; chunks are kept in a list, never re-concatenated per read. */

@@ -187,14 +187,14 @@ function repackArrays(root) {
   return root;
 }
 
+/** The snapshot as two parts (magic, length and header; payload), sent without copying. */
 function encodeSnapshot(header, payload) {
   const head = snapEncoder.encode(JSON.stringify(header));
-  const out = new Uint8Array(8 + head.byteLength + payload.byteLength);
-  out.set(SNAPSHOT_MAGIC, 0);
-  new DataView(out.buffer).setUint32(4, head.byteLength);
-  out.set(head, 8);
-  out.set(payload, 8 + head.byteLength);
-  return out;
+  const prefix = new Uint8Array(8 + head.byteLength);
+  prefix.set(SNAPSHOT_MAGIC, 0);
+  new DataView(prefix.buffer).setUint32(4, head.byteLength);
+  prefix.set(head, 8);
+  return [prefix, payload];
 }
 
 function decodeSnapshot(bytes) {
