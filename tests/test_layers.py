@@ -19,7 +19,7 @@ LAYERS: list[set[str]] = [
     {"supervisor.app"},
     {"supervisor.executions"},
     {"supervisor.sandbox", "supervisor.store", "supervisor.heaps", "supervisor.sessions"},
-    {"protocol", "supervisor.config", "supervisor.errors"},
+    {"protocol", "supervisor.config", "supervisor.errors", "supervisor.db"},
 ]
 
 

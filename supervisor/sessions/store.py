@@ -13,6 +13,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from supervisor.db import connect, transaction
 from supervisor.errors import StorageError
 
 _SCHEMA = """
@@ -58,12 +59,7 @@ class SessionStore:
     def open(self) -> None:
         """Create or open the database; raise :class:`StorageError` naming the path."""
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("PRAGMA busy_timeout=5000")
-            db.executescript(_SCHEMA)
+            db = connect(self.path, _SCHEMA)
         except (OSError, sqlite3.Error) as exc:
             raise StorageError(f"cannot open the session database at {self.path}: {exc}") from None
         self._db = db
@@ -82,15 +78,9 @@ class SessionStore:
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        db = self.db
         try:
-            db.execute("BEGIN IMMEDIATE")
-            try:
+            with transaction(self.db) as db:
                 yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
         except sqlite3.Error as exc:
             raise StorageError(f"session database error: {exc}") from None
 

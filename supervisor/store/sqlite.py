@@ -14,6 +14,7 @@ import sqlite3
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from supervisor.db import connect, transaction
 from supervisor.errors import StorageError
 from supervisor.store.models import (
     ByteRange,
@@ -100,17 +101,8 @@ class SqliteExecutionStore:
         self.path = path
         self._db: sqlite3.Connection | None = None
 
-    @contextlib.contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """One explicit transaction (the connection is in autocommit mode otherwise)."""
-        db = self.db
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            yield db
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
+    def _transaction(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        return transaction(self.db)
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -120,12 +112,7 @@ class SqliteExecutionStore:
 
     async def open(self) -> int:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("PRAGMA busy_timeout=5000")
-            db.executescript(_SCHEMA)
+            db = connect(self.path, _SCHEMA)
             present = {row[1] for row in db.execute("PRAGMA table_info(executions)")}
             for column in _ADDED_COLUMNS:
                 if column not in present:
