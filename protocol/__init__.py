@@ -14,6 +14,8 @@ carries large binary payloads (snapshots, file bodies) without base64.
 from protocol.codec import FrameDecoder, FrameError, encode_frame
 from protocol.frames import (
     PROTOCOL_VERSION,
+    Call,
+    CallError,
     ChildFrame,
     Done,
     ErrorInfo,
@@ -22,11 +24,14 @@ from protocol.frames import (
     Output,
     OutputStream,
     Ready,
+    Reply,
     Run,
 )
 
 __all__ = [
     "PROTOCOL_VERSION",
+    "Call",
+    "CallError",
     "ChildFrame",
     "Done",
     "ErrorInfo",
@@ -37,6 +42,7 @@ __all__ = [
     "Output",
     "OutputStream",
     "Ready",
+    "Reply",
     "Run",
     "encode_frame",
 ]

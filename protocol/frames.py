@@ -8,7 +8,7 @@ misread the other. ``sandbox_host/wire.js`` is generated from these types
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -64,7 +64,19 @@ class Done(msgspec.Struct, frozen=True, tag="done", forbid_unknown_fields=True):
     lost: list[Lost] = []
 
 
-ChildFrame = Ready | Output | Done
+class Call(msgspec.Struct, frozen=True, tag="call", forbid_unknown_fields=True):
+    """The user's code asks for a capability (``fetch``, ``fs``); the blob carries a body.
+
+    ``args`` are the call's arguments as the JavaScript shim sends them; the
+    supervisor validates them like any other untrusted input.
+    """
+
+    id: int
+    capability: str
+    args: dict[str, Any] = {}
+
+
+ChildFrame = Ready | Output | Done | Call
 
 
 # --- host -> child ---------------------------------------------------------
@@ -84,4 +96,21 @@ class Run(msgspec.Struct, frozen=True, tag="run", forbid_unknown_fields=True):
     restore: bool = False
 
 
-HostFrame = Run
+class CallError(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Why a capability call failed: a Node-like ``code`` (``ENOENT``, ``EPOLICY``...)."""
+
+    code: str
+    message: str
+    path: str | None = None
+
+
+class Reply(msgspec.Struct, frozen=True, tag="reply", forbid_unknown_fields=True):
+    """The answer to one ``Call``: a value (and a blob) or an error."""
+
+    id: int
+    ok: bool
+    value: dict[str, Any] | None = None
+    error: CallError | None = None
+
+
+HostFrame = Run | Reply

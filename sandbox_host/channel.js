@@ -11,8 +11,32 @@ const MAGIC_1 = MAGIC.charCodeAt(1);
 // replaces Deno.stdout or Deno.stdin.
 const stdout = Deno.stdout;
 const writeSync = stdout.writeSync.bind(stdout);
-const stdin = Deno.stdin;
-const read = stdin.read.bind(stdin);
+const channelCore = Deno[Deno.internal].core;
+
+// Reads of stdin are ops that keep the event loop alive only while the
+// channel is "ref'd": waiting for the Run frame, or for replies to calls in
+// flight. Otherwise a pending read must not stop the code from settling.
+let inFlight = null;
+let referenced = true;
+
+async function read(buf) {
+  const pending = channelCore.read(0, buf);
+  inFlight = pending;
+  if (!referenced) channelCore.unrefOpPromise(pending);
+  const got = await pending;
+  inFlight = null;
+  return got === 0 ? null : got;
+}
+
+/** Whether waiting on the channel keeps this process alive. */
+export function holdChannel(on) {
+  if (on === referenced) return;
+  referenced = on;
+  if (inFlight !== null) {
+    if (on) channelCore.refOpPromise(inFlight);
+    else channelCore.unrefOpPromise(inFlight);
+  }
+}
 
 function writeAll(bytes) {
   let offset = 0;

@@ -5,6 +5,8 @@
 // with evalContext (a classic script in the global scope, so its completion
 // value is the result) or, for top-level await, V8's REPL mode through the
 // inspector, which costs ~20 ms and is loaded only for such cells.
+import { serveReplies } from "./calls.js";
+import { installCapabilities } from "./capabilities.js";
 import { FrameReader, send } from "./channel.js";
 import { makeConsole } from "./console.js";
 import { describeError, renderResult, USER_URL } from "./render.js";
@@ -99,8 +101,8 @@ async function capturingFunctions(names) {
 async function replEvaluate(code) {
   // While the inspector holds the evaluation, the event loop must not reach
   // its end, so a timer keeps it alive until the cell settles. (If the cell
-  // awaits a Promise nothing references, V8 collects it and Deno aborts; the
-  // supervisor reports that as code that can never finish.)
+  // awaits a Promise nothing references, V8 may collect it and Deno aborts;
+  // the supervisor then ends the execution at its deadline, as any other hang.)
   const keepAlive = setInterval(() => {}, 2 ** 30);
   let response;
   try {
@@ -181,8 +183,9 @@ addEventListener("beforeunload", (event) => {
 send({ type: "ready", protocol: PROTOCOL_VERSION, deno: Deno.version.deno, v8: Deno.version.v8 });
 let frame;
 let restoreBlob;
+const reader = new FrameReader();
 try {
-  ({ frame, blob: restoreBlob } = await new FrameReader().next());
+  ({ frame, blob: restoreBlob } = await reader.next());
 } catch {
   Deno.exit(70); // the supervisor went away before sending work
 }
@@ -196,11 +199,11 @@ const capture = makeConsole(
 );
 globalThis.console = capture.console;
 
-// If the supervisor dies, stdin reaches EOF: exit rather than live on as an
-// orphan. The read is unref'd so it never keeps the event loop alive.
-const orphanProbe = core.read(0, new Uint8Array(1));
-core.unrefOpPromise(orphanProbe);
-orphanProbe.then(() => Deno.exit(70), () => Deno.exit(70));
+// From here on stdin carries replies to capability calls; its EOF (the
+// supervisor died) ends this process. The read keeps the event loop alive
+// only while a call waits for its reply.
+serveReplies(reader);
+installCapabilities();
 // Raw writes to stdout/stderr become output too, instead of corrupting the channel.
 const rawText = new TextDecoder();
 for (const [target, stream] of [[Deno.stdout, "log"], [Deno.stderr, "error"]]) {

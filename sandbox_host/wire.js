@@ -13,10 +13,14 @@ export const SCHEMA = {
       },
       {
         "$ref": "#/$defs/Done"
+      },
+      {
+        "$ref": "#/$defs/Call"
       }
     ],
     "discriminator": {
       "mapping": {
+        "call": "#/$defs/Call",
         "done": "#/$defs/Done",
         "output": "#/$defs/Output",
         "ready": "#/$defs/Ready"
@@ -25,6 +29,63 @@ export const SCHEMA = {
     }
   },
   "components": {
+    "Call": {
+      "additionalProperties": false,
+      "description": "The user's code asks for a capability (``fetch``, ``fs``); the blob carries a body.\n\n    ``args`` are the call's arguments as the JavaScript shim sends them; the\n    supervisor validates them like any other untrusted input.",
+      "properties": {
+        "args": {
+          "default": {},
+          "type": "object"
+        },
+        "capability": {
+          "type": "string"
+        },
+        "id": {
+          "type": "integer"
+        },
+        "type": {
+          "enum": [
+            "call"
+          ]
+        }
+      },
+      "required": [
+        "type",
+        "id",
+        "capability"
+      ],
+      "title": "Call",
+      "type": "object"
+    },
+    "CallError": {
+      "additionalProperties": false,
+      "description": "Why a capability call failed: a Node-like ``code`` (``ENOENT``, ``EPOLICY``...).",
+      "properties": {
+        "code": {
+          "type": "string"
+        },
+        "message": {
+          "type": "string"
+        },
+        "path": {
+          "anyOf": [
+            {
+              "type": "string"
+            },
+            {
+              "type": "null"
+            }
+          ],
+          "default": null
+        }
+      },
+      "required": [
+        "code",
+        "message"
+      ],
+      "title": "CallError",
+      "type": "object"
+    },
     "Done": {
       "additionalProperties": false,
       "description": "The code settled: a completion value rendered as text, or an error.\n\n    In a stateful run that completed, the blob holds the new snapshot\n    (``snapshot`` is true) and ``lost`` lists the globals it could not keep.",
@@ -181,6 +242,52 @@ export const SCHEMA = {
       "title": "Ready",
       "type": "object"
     },
+    "Reply": {
+      "additionalProperties": false,
+      "description": "The answer to one ``Call``: a value (and a blob) or an error.",
+      "properties": {
+        "error": {
+          "anyOf": [
+            {
+              "$ref": "#/$defs/CallError"
+            },
+            {
+              "type": "null"
+            }
+          ],
+          "default": null
+        },
+        "id": {
+          "type": "integer"
+        },
+        "ok": {
+          "type": "boolean"
+        },
+        "type": {
+          "enum": [
+            "reply"
+          ]
+        },
+        "value": {
+          "anyOf": [
+            {
+              "type": "object"
+            },
+            {
+              "type": "null"
+            }
+          ],
+          "default": null
+        }
+      },
+      "required": [
+        "type",
+        "id",
+        "ok"
+      ],
+      "title": "Reply",
+      "type": "object"
+    },
     "Run": {
       "additionalProperties": false,
       "description": "The one execution a child performs.\n\n    ``stateful`` asks for a snapshot at the end; ``restore`` says the blob holds\n    the snapshot to resume from.",
@@ -219,6 +326,20 @@ export const SCHEMA = {
     }
   },
   "host": {
-    "$ref": "#/$defs/Run"
+    "anyOf": [
+      {
+        "$ref": "#/$defs/Run"
+      },
+      {
+        "$ref": "#/$defs/Reply"
+      }
+    ],
+    "discriminator": {
+      "mapping": {
+        "reply": "#/$defs/Reply",
+        "run": "#/$defs/Run"
+      },
+      "propertyName": "type"
+    }
   }
 };

@@ -4,11 +4,12 @@ from supervisor.sandbox.argv import child_env, deno_argv
 from supervisor.sandbox.cgroups import ChildCgroup, MemoryCgroups
 from supervisor.sandbox.cgroups import probe as probe_cgroups
 from supervisor.sandbox.child import Child, ChildGone, ShutdownRung, spawn
-from supervisor.sandbox.driver import Limits, Outcome, execute
+from supervisor.sandbox.driver import CallHandler, Limits, Outcome, execute
 from supervisor.sandbox.pool import SandboxPool
 from supervisor.sandbox.script import boot_message
 
 __all__ = [
+    "CallHandler",
     "Child",
     "ChildCgroup",
     "ChildGone",
