@@ -10,15 +10,20 @@ from dataclasses import dataclass
 import anyio
 
 import sandbox_host
-from supervisor.config import Settings, StorageSettings
-from supervisor.errors import StorageError
+from supervisor.brokers.fetch import FetchBroker
+from supervisor.brokers.fs import FsBroker
+from supervisor.brokers.headers import build_header_rules
+from supervisor.config import CapabilitySettings, Settings, StorageSettings
+from supervisor.errors import ConfigError, StorageError
 from supervisor.executions import Engine
+from supervisor.executions.capabilities import Capabilities
 from supervisor.heaps import (
     CachedSnapshotStore,
     LocalSnapshotStore,
     S3SnapshotStore,
     SnapshotStore,
 )
+from supervisor.policy import load_policies
 from supervisor.sandbox import SandboxPool, boot_message, probe_cgroups
 from supervisor.sessions import SessionStore
 from supervisor.store import SqliteExecutionStore
@@ -59,9 +64,38 @@ def build_snapshot_store(storage: StorageSettings) -> SnapshotStore | None:
     return local
 
 
+def build_capabilities(settings: CapabilitySettings) -> Capabilities | None:
+    """Policies and brokers for fetch and fs; None when no policy is configured.
+
+    A policy or header rule that cannot be loaded raises :class:`ConfigError`
+    naming the file (and line) at fault.
+    """
+    if settings.policies_json is None:
+        if settings.fetch_headers or settings.fetch_header_configs:
+            raise ConfigError(
+                "--fetch-header and --fetch-header-config need fetch policies in --policies-json"
+            )
+        return None
+    policies = load_policies(settings.policies_json)
+    if (settings.fetch_headers or settings.fetch_header_configs) and not policies.has("fetch"):
+        raise ConfigError(
+            "--fetch-header and --fetch-header-config need fetch policies in --policies-json"
+        )
+    rules = build_header_rules(settings.fetch_headers, settings.fetch_header_configs)
+    fetch = FetchBroker(
+        rules,
+        max_response_bytes=settings.fetch_max_response_bytes,
+        timeout_s=settings.fetch_timeout_s,
+    )
+    return Capabilities(
+        policies, fetch=fetch, fs=FsBroker(max_read_bytes=settings.fs_max_read_bytes)
+    )
+
+
 @asynccontextmanager
 async def running(settings: Settings) -> AsyncIterator[Services]:
     """Start everything, check the sandbox works, yield the services, stop cleanly."""
+    capabilities = build_capabilities(settings.capabilities)
     heaps = build_snapshot_store(settings.storage)
     sessions = None if heaps is None else SessionStore(settings.storage.session_db_path)
     if sessions is not None:
@@ -76,7 +110,14 @@ async def running(settings: Settings) -> AsyncIterator[Services]:
         pool = SandboxPool(settings.sandbox, sandbox_host.BOOTSTRAP, cgroups, boot=boot)
         version = await pool.check()
         logger.info("sandbox ready: %s", version)
-        engine = Engine(settings.sandbox, pool, store, heaps=heaps, sessions=sessions)
+        engine = Engine(
+            settings.sandbox,
+            pool,
+            store,
+            heaps=heaps,
+            sessions=sessions,
+            calls=capabilities,
+        )
         async with anyio.create_task_group() as tg:
             await tg.start(pool.run)
             await tg.start(engine.run)
@@ -86,6 +127,8 @@ async def running(settings: Settings) -> AsyncIterator[Services]:
             tg.cancel_scope.cancel()
     finally:
         await store.close()
+        if capabilities is not None:
+            await capabilities.aclose()
         if sessions is not None:
             sessions.close()
         if isinstance(heaps, CachedSnapshotStore):

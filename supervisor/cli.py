@@ -17,13 +17,14 @@ from supervisor.config import (
     DEFAULT_HEAP_DIR,
     DEFAULT_SESSION_DB,
     MIB,
+    CapabilitySettings,
     HttpSettings,
     SandboxSettings,
     Settings,
     StorageSettings,
     default_data_dir,
 )
-from supervisor.errors import McpV8Error
+from supervisor.errors import ConfigError, McpV8Error
 from supervisor.executions.requests import HEAP_RANGE_MB, TIMEOUT_RANGE_S
 
 logger = logging.getLogger("supervisor")
@@ -187,6 +188,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="largest accepted code (default 1 MiB)",
     )
 
+    caps = p.add_argument_group("policy-gated fetch and fs")
+    caps.add_argument(
+        "--policies-json",
+        metavar="JSON|PATH",
+        help='policies per capability: {"fetch": {"policies": [{"url": ...}]}, "fs": {...}}; '
+        "a url is a remote OPA (http://...) or local Rego (file:///path.rego or a directory)",
+    )
+    caps.add_argument(
+        "--fetch-header",
+        action="append",
+        default=[],
+        metavar="RULE",
+        help="inject headers into matching fetches: host=H,header=N,value=V[,methods=GET;POST] "
+        "or OAuth client credentials host=H,header=N,token_url=U,client_id=I,client_secret=S"
+        "[,scope=S][,refresh_buffer_secs=30][,methods=...]; repeatable",
+    )
+    caps.add_argument(
+        "--fetch-header-config",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="a JSON file of header injection rules; repeatable",
+    )
     p.add_argument("--deno-path", metavar="PATH", help="Deno binary (default: the bundled one)")
     p.add_argument(
         "--print-openapi",
@@ -257,6 +281,11 @@ def settings_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser
             ),
         ),
         session_id=args.session_id,
+        capabilities=CapabilitySettings(
+            policies_json=args.policies_json,
+            fetch_headers=tuple(args.fetch_header),
+            fetch_header_configs=tuple(Path(p) for p in args.fetch_header_config),
+        ),
     )
 
 
@@ -302,6 +331,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     try:
         anyio.run(_serve, settings)
+    except ConfigError as exc:
+        print(f"mcp-v8: error: {exc.message}", file=sys.stderr)
+        raise SystemExit(2) from None
     except McpV8Error as exc:
         print(f"mcp-v8: error: {exc.message}", file=sys.stderr)
         raise SystemExit(1) from None

@@ -76,10 +76,23 @@ class StorageSettings:
 
 
 @dataclass(frozen=True, kw_only=True)
+class CapabilitySettings:
+    """Brokered capabilities: their policies, fetch header injection and size caps."""
+
+    policies_json: str | None = None  # inline JSON or a path
+    fetch_headers: tuple[str, ...] = ()
+    fetch_header_configs: tuple[Path, ...] = ()
+    fetch_max_response_bytes: int = 10 * MIB
+    fetch_timeout_s: float = 30.0
+    fs_max_read_bytes: int = 16 * MIB
+
+
+@dataclass(frozen=True, kw_only=True)
 class Settings:
     """Everything the server needs, in one place."""
 
     sandbox: SandboxSettings
     http: HttpSettings
     storage: StorageSettings
+    capabilities: CapabilitySettings = CapabilitySettings()
     session_id: str | None = None  # the session of a stdio connection

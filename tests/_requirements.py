@@ -33,6 +33,12 @@ REQUIREMENTS: dict[str, str] = {
     "lifecycle:shutdown-ladder": "a child that ignores SIGTERM is still ended, in bounded time",
     "lifecycle:no-orphans": "children do not outlive a server that was killed",
     "store:crash-safe": "a killed server loses no finished execution and leaves none running",
+    "fs:no-escape": "fs reaches only paths the policy allowed: no .., symlink, race or /proc trick",
+    "fs:no-hardlink": "fs never reads or writes an inode also linked at another path",
+    "fetch:policy-every-hop": "every fetch and every redirect hop is decided by policy first",
+    "fetch:no-ssrf": "the address dialed is the one the policy saw: no numeric or DNS trick",
+    "fetch:no-secret-leak": "injected headers and OAuth secrets never reach other hosts or output",
+    "policy:fail-closed": "undefined decisions, broken policies and unreachable OPA deny",
 }
 
 F = TypeVar("F", bound=Callable[..., object])

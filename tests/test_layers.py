@@ -18,7 +18,14 @@ LAYERS: list[set[str]] = [
     {"supervisor.web"},
     {"supervisor.app"},
     {"supervisor.executions"},
-    {"supervisor.sandbox", "supervisor.store", "supervisor.heaps", "supervisor.sessions"},
+    {
+        "supervisor.sandbox",
+        "supervisor.store",
+        "supervisor.heaps",
+        "supervisor.sessions",
+        "supervisor.brokers",
+        "supervisor.policy",
+    },
     {"protocol", "supervisor.config", "supervisor.errors", "supervisor.db"},
 ]
 

@@ -15,7 +15,7 @@ from supervisor.errors import CorruptSnapshot, HeapNotFound, NotFound, StorageEr
 from supervisor.executions.output import OutputSink
 from supervisor.executions.requests import RunRequest
 from supervisor.heaps import SnapshotStore
-from supervisor.sandbox import Child, Limits, Outcome, SandboxPool, execute
+from supervisor.sandbox import CallHandler, Child, Limits, Outcome, SandboxPool, execute
 from supervisor.sessions import SessionStore
 from supervisor.store import (
     ByteRange,
@@ -58,12 +58,14 @@ class Engine:
         *,
         heaps: SnapshotStore | None = None,
         sessions: SessionStore | None = None,
+        calls: CallHandler | None = None,
     ) -> None:
         self.settings = settings
         self.pool = pool
         self.store = store
         self.heaps = heaps
         self.sessions = sessions
+        self.calls = calls
         self._slots = anyio.Semaphore(max(1, settings.max_concurrent_executions))
         self._live: dict[str, _Live] = {}
         self._tg: TaskGroup | None = None
@@ -165,6 +167,7 @@ class Engine:
                         live.sink.write,
                         stateful=self.stateful,
                         restore=restore,
+                        calls=self.calls,
                     )
                     if outcome.snapshot is not None:
                         heap = await self._keep_snapshot(record, outcome.snapshot)
