@@ -83,7 +83,7 @@ function options(value) {
 const brokeredFs = Object.freeze({
   async readFile(path, encoding = "utf-8") {
     const asBuffer = encoding === "buffer" || options(encoding).encoding === "buffer";
-    const { blob } = await fsCall("readFile", path, { encoding: asBuffer ? "buffer" : "utf-8" });
+    const { blob } = await fsCall("readFile", path, { encoding: asBuffer ? "buffer" : "utf8" });
     const bytes = blob ?? new Uint8Array();
     return asBuffer ? bytes : textDecoder.decode(bytes);
   },

@@ -12,7 +12,13 @@ import deno
 import pytest
 
 from supervisor.app import Services, running
-from supervisor.config import HttpSettings, SandboxSettings, Settings, StorageSettings
+from supervisor.config import (
+    CapabilitySettings,
+    HttpSettings,
+    SandboxSettings,
+    Settings,
+    StorageSettings,
+)
 from supervisor.executions import build_run_request
 from supervisor.store import ByteRange, ExecutionRecord
 
@@ -35,7 +41,11 @@ def anyio_backend() -> str:
 
 @asynccontextmanager
 async def start_engine(
-    data_dir: Path, *, stateful: bool = False, **sandbox: Any
+    data_dir: Path,
+    *,
+    stateful: bool = False,
+    capabilities: CapabilitySettings | None = None,
+    **sandbox: Any,
 ) -> AsyncIterator[Services]:
     """Run the real composition root over real Deno children; ``sandbox`` overrides settings.
 
@@ -50,6 +60,7 @@ async def start_engine(
             heap_dir=data_dir / "heaps",
             session_db_path=data_dir / "sessions",
         ),
+        capabilities=capabilities or CapabilitySettings(),
     )
     async with running(settings) as services:
         yield services

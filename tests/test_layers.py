@@ -101,6 +101,8 @@ def test_the_protocol_package_depends_on_msgspec_alone() -> None:
         "supervisor.executions",
         "supervisor.heaps",
         "supervisor.sessions",
+        "supervisor.brokers",
+        "supervisor.policy",
         "supervisor.web",
     ],
 )

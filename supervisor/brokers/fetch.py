@@ -65,7 +65,7 @@ from supervisor.brokers.headers import (
     HeaderRule,
     check_request_header,
 )
-from supervisor.brokers.models import BrokerError, FetchRequest, FetchResponse
+from supervisor.brokers.models import BrokerError, FetchRequest, FetchResponse, denial_detail
 from supervisor.errors import ConfigError
 
 __all__ = ["DEFAULT_MAX_RESPONSE_BYTES", "Decide", "FetchBroker", "PolicyDecision", "Resolver"]
@@ -232,7 +232,7 @@ class FetchBroker:
             decision = await decide(_policy_input(target, method, headers, address))
             if not decision.allowed:
                 logger.debug("fetch %s %s://%s denied", method, target.scheme, target.host)
-                reason = f": {decision.reason}" if decision.reason else ""
+                reason = denial_detail(decision.reason)
                 raise BrokerError(
                     "EPOLICY", f"fetch {method} {target.url} denied by policy{reason}"
                 )

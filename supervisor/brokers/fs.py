@@ -54,7 +54,7 @@ from typing import Any, Protocol
 
 import anyio.to_thread
 
-from supervisor.brokers.models import BrokerError, FsRequest, FsResponse, FsStat
+from supervisor.brokers.models import BrokerError, FsRequest, FsResponse, FsStat, denial_detail
 
 __all__ = ["DEFAULT_MAX_READ_BYTES", "FsBroker", "PolicyVerdict", "normalize_path"]
 
@@ -161,12 +161,12 @@ class FsBroker:
         if op in _WITH_RECURSIVE:
             policy_input["recursive"] = request.recursive
         if op == "readFile":
-            policy_input["encoding"] = request.encoding or "utf-8"
+            policy_input["encoding"] = request.encoding or "utf8"
         decision = await decide(policy_input)
         if not decision.allowed:
             logger.debug("fs %s %s denied by policy: %s", op, path, decision.reason)
             target = f" -> '{destination}'" if destination is not None else ""
-            reason = f": {decision.reason}" if decision.reason else ""
+            reason = denial_detail(decision.reason)
             raise BrokerError(
                 "EPOLICY",
                 f"EPOLICY: {op} '{path}'{target} denied by policy{reason}",

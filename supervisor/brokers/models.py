@@ -101,3 +101,9 @@ class BrokerError(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+
+def denial_detail(reason: str) -> str:
+    """``": why"`` for a denial message, without repeating "denied by policy"."""
+    reason = reason.removeprefix("denied by policy").lstrip(": ").strip()
+    return f": {reason}" if reason else ""

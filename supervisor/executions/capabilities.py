@@ -123,8 +123,10 @@ class Capabilities:
         recursive = args.get("recursive", False)
         if destination is not None and not isinstance(destination, str):
             raise BrokerError("EINVAL", "destination must be a string")
-        if encoding is not None and encoding not in ("utf-8", "buffer"):
-            raise BrokerError("EINVAL", "encoding must be 'utf-8' or 'buffer'")
+        if encoding == "utf-8":
+            encoding = "utf8"  # the policy input spells it as the original does
+        if encoding is not None and encoding not in ("utf8", "buffer"):
+            raise BrokerError("EINVAL", "encoding must be 'utf8' or 'buffer'")
         if not isinstance(recursive, bool):
             raise BrokerError("EINVAL", "recursive must be a boolean")
         request = FsRequest(

@@ -276,7 +276,7 @@ def test_paths_are_made_absolute_against_root_and_normalized_as_text(
     [
         (
             Request("readFile", "/a/./b"),
-            {"operation": "readFile", "path": "/a/b", "encoding": "utf-8"},
+            {"operation": "readFile", "path": "/a/b", "encoding": "utf8"},
         ),
         (
             Request("readFile", "a", encoding="buffer"),
