@@ -27,6 +27,8 @@ lint:
 # Print throughput and latency figures against references measured in the same run
 bench *ARGS:
     {{bin}}/python -m bench.run {{ARGS}}
+    {{bin}}/python -m bench.policy_bench
+    {{bin}}/python -m bench.fetch_bench
 
 # Regenerate sandbox_host/wire.js from protocol/frames.py
 wire:

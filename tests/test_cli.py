@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -111,3 +113,31 @@ def test_an_unusable_session_database_path_stops_start_up_naming_it(tmp_path: Pa
     )
     assert done.returncode == 1
     assert str(blocker / "sessions") in done.stderr
+
+
+def test_a_broken_policy_stops_start_up_naming_the_file_and_line(tmp_path: Path) -> None:
+    policy = tmp_path / "fetch.rego"
+    policy.write_text("package mcp.fetch\n\nallow if {\n  input.method ==\n}\n")
+    done = run_cli(
+        "--stateless",
+        "--data-dir",
+        str(tmp_path / "d"),
+        "--policies-json",
+        json.dumps({"fetch": {"policies": [{"url": policy.as_uri()}]}}),
+    )
+    assert done.returncode == 2
+    assert "fetch.rego" in done.stderr
+    assert re.search(r"line \d+|:\d+", done.stderr), done.stderr
+
+
+def test_fetch_header_rules_without_fetch_policies_are_refused(tmp_path: Path) -> None:
+    done = run_cli(
+        "--stateless",
+        "--data-dir",
+        str(tmp_path / "d"),
+        "--fetch-header",
+        "host=api.example.com,header=X-Key,value=secret-value",
+    )
+    assert done.returncode == 2
+    assert "--policies-json" in done.stderr
+    assert "secret-value" not in done.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -59,6 +60,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(302, b"", location="/json")
         elif self.path == "/to-forbidden":
             self._reply(302, b"", location="/forbidden/secret")
+        elif self.path == "/slow":
+            time.sleep(3)
+            self._reply(200, b"late")
         elif self.path.startswith("/forbidden"):
             self.server.forbidden_hits += 1  # type: ignore[attr-defined]
             self._reply(200, b"secret")
@@ -245,3 +249,12 @@ async def test_without_policies_fetch_and_fs_are_not_enabled(
         "fetch is not enabled on this server",
         "fs is not enabled on this server",
     ]
+
+
+async def test_the_execution_timeout_covers_time_spent_in_fetch(
+    brokered: Services, web: tuple[str, ThreadingHTTPServer]
+) -> None:
+    started = time.monotonic()
+    record = await run(brokered, f'await fetch("{web[0]}/slow"); "done"', execution_timeout_secs=1)
+    assert record.status.value == "timed_out"
+    assert time.monotonic() - started < 2.5
