@@ -61,11 +61,11 @@ import httpx
 
 from supervisor.brokers.headers import (
     FORBIDDEN_REQUEST_HEADERS,
-    HeaderInjector,
     HeaderRule,
     check_request_header,
 )
 from supervisor.brokers.models import BrokerError, FetchRequest, FetchResponse, denial_detail
+from supervisor.brokers.oauth import HeaderInjector
 from supervisor.errors import ConfigError
 
 __all__ = ["DEFAULT_MAX_RESPONSE_BYTES", "Decide", "FetchBroker", "PolicyDecision", "Resolver"]

@@ -12,8 +12,9 @@ import anyio
 import pytest
 
 from supervisor.brokers.fetch import FetchBroker
-from supervisor.brokers.headers import HeaderInjector, HeaderRule, parse_header_rule
+from supervisor.brokers.headers import HeaderRule, parse_header_rule
 from supervisor.brokers.models import BrokerError, FetchRequest
+from supervisor.brokers.oauth import HeaderInjector
 from tests._requirements import guards
 from tests.brokers.test_fetch_support import (
     LoopbackServer,

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from supervisor.brokers.headers import (
-    HeaderInjector,
     OAuthHeaderRule,
     StaticHeaderRule,
     build_header_rules,
@@ -18,6 +17,7 @@ from supervisor.brokers.headers import (
     parse_header_rule,
 )
 from supervisor.brokers.models import BrokerError
+from supervisor.brokers.oauth import HeaderInjector
 from supervisor.errors import ConfigError
 from tests._requirements import guards
 
