@@ -29,6 +29,7 @@ bench *ARGS:
     {{bin}}/python -m bench.run {{ARGS}}
     {{bin}}/python -m bench.policy_bench
     {{bin}}/python -m bench.fetch_bench
+    {{bin}}/python -m bench.typescript_bench
 
 # Regenerate sandbox_host/wire.js from protocol/frames.py
 wire:

@@ -14,7 +14,7 @@ from supervisor.brokers.fetch import FetchBroker
 from supervisor.brokers.fs import FsBroker
 from supervisor.brokers.headers import build_header_rules
 from supervisor.config import CapabilitySettings, Settings, StorageSettings
-from supervisor.errors import ConfigError, StorageError
+from supervisor.errors import ConfigError, McpV8Error, StorageError
 from supervisor.executions import Engine
 from supervisor.executions.capabilities import Capabilities
 from supervisor.heaps import (
@@ -27,6 +27,7 @@ from supervisor.policy import load_policies
 from supervisor.sandbox import SandboxPool, boot_message, probe_cgroups
 from supervisor.sessions import SessionStore
 from supervisor.store import SqliteExecutionStore
+from supervisor.typescript import TypeStripper
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +93,14 @@ def build_capabilities(settings: CapabilitySettings) -> Capabilities | None:
     )
 
 
+async def _warm(stripper: TypeStripper) -> None:
+    """Load the TypeScript stripper in the background; the first cell need not wait."""
+    try:
+        await stripper.start()
+    except McpV8Error as exc:
+        logger.warning("TypeScript stripping is unavailable for now: %s", exc.message)
+
+
 @asynccontextmanager
 async def running(settings: Settings) -> AsyncIterator[Services]:
     """Start everything, check the sandbox works, yield the services, stop cleanly."""
@@ -100,6 +109,11 @@ async def running(settings: Settings) -> AsyncIterator[Services]:
     sessions = None if heaps is None else SessionStore(settings.storage.session_db_path)
     if sessions is not None:
         sessions.open()
+    stripper = (
+        TypeStripper(settings.sandbox.deno_path, settings.sandbox.cache_dir / "typescript")
+        if settings.sandbox.typescript
+        else None
+    )
     store = SqliteExecutionStore(settings.storage.data_dir / "executions.sqlite3")
     interrupted = await store.open()
     if interrupted:
@@ -117,15 +131,20 @@ async def running(settings: Settings) -> AsyncIterator[Services]:
             heaps=heaps,
             sessions=sessions,
             calls=capabilities,
+            typescript=stripper,
         )
         async with anyio.create_task_group() as tg:
             await tg.start(pool.run)
             await tg.start(engine.run)
+            if stripper is not None:
+                tg.start_soon(_warm, stripper)
             yield Services(
                 settings=settings, engine=engine, sandbox_version=version, sessions=sessions
             )
             tg.cancel_scope.cancel()
     finally:
+        if stripper is not None:
+            await stripper.aclose()
         await store.close()
         if capabilities is not None:
             await capabilities.aclose()

@@ -168,6 +168,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="pre-started sandboxes (default: --max-concurrent-executions)",
     )
     limits.add_argument(
+        "--no-typescript",
+        action="store_true",
+        help="run code as JavaScript, without stripping TypeScript types",
+    )
+    limits.add_argument(
         "--no-memory-cgroup",
         action="store_true",
         help="do not put children in memory cgroups even where the host allows it "
@@ -259,6 +264,7 @@ def settings_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser
             output_limit_bytes=args.max_output_bytes,
             max_code_bytes=args.max_code_bytes,
             memory_cgroups=not args.no_memory_cgroup,
+            typescript=not args.no_typescript,
         ),
         http=HttpSettings(
             host=args.host,

@@ -9,6 +9,12 @@ from pathlib import Path
 MIB = 1024 * 1024
 
 
+def default_cache_dir() -> Path:
+    """Downloads shared by every run of the server (the TypeScript stripper's package)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "mcp-v8"
+
+
 def default_data_dir() -> Path:
     """Where executions are kept when ``--data-dir`` is not given."""
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
@@ -33,6 +39,8 @@ class SandboxSettings:
     shutdown_grace_s: float = 0.2
     memory_poll_interval_s: float = 0.01
     memory_cgroups: bool = True
+    typescript: bool = True
+    cache_dir: Path = field(default_factory=default_cache_dir)
 
     @property
     def effective_pool_size(self) -> int:

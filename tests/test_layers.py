@@ -25,6 +25,7 @@ LAYERS: list[set[str]] = [
         "supervisor.sessions",
         "supervisor.brokers",
         "supervisor.policy",
+        "supervisor.typescript",
     },
     {"protocol", "supervisor.config", "supervisor.errors", "supervisor.db"},
 ]

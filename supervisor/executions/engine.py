@@ -11,7 +11,14 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
 from supervisor.config import SandboxSettings
-from supervisor.errors import CorruptSnapshot, HeapNotFound, NotFound, StorageError
+from supervisor.errors import (
+    CorruptSnapshot,
+    HeapNotFound,
+    InvalidRequest,
+    NotFound,
+    SandboxUnavailable,
+    StorageError,
+)
 from supervisor.executions.output import OutputSink
 from supervisor.executions.requests import RunRequest
 from supervisor.heaps import SnapshotStore
@@ -26,6 +33,7 @@ from supervisor.store import (
     NotPersisted,
     OutputPage,
 )
+from supervisor.typescript import TypeStripper
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +50,7 @@ class _Live:
     """What the engine holds for an execution that has not finished."""
 
     sink: OutputSink
+    source: str  # the code as the sandbox runs it (TypeScript types stripped)
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
     done: anyio.Event = field(default_factory=anyio.Event)
     flush_lock: anyio.Lock = field(default_factory=anyio.Lock)
@@ -59,6 +68,7 @@ class Engine:
         heaps: SnapshotStore | None = None,
         sessions: SessionStore | None = None,
         calls: CallHandler | None = None,
+        typescript: TypeStripper | None = None,
     ) -> None:
         self.settings = settings
         self.pool = pool
@@ -66,6 +76,7 @@ class Engine:
         self.heaps = heaps
         self.sessions = sessions
         self.calls = calls
+        self.typescript = typescript
         self._slots = anyio.Semaphore(max(1, settings.max_concurrent_executions))
         self._live: dict[str, _Live] = {}
         self._tg: TaskGroup | None = None
@@ -94,6 +105,7 @@ class Engine:
             self.heaps is None or not await self.heaps.exists(request.heap)
         ):
             raise HeapNotFound(f"heap not found: {request.heap}")
+        source = await self._to_javascript(request.code)
         record = ExecutionRecord(
             execution_id=str(uuid.uuid4()),
             status=ExecutionStatus.QUEUED,
@@ -106,7 +118,7 @@ class Engine:
             tags=request.tags,
         )
         await self.store.create(record)
-        live = _Live(OutputSink(self.settings.output_limit_bytes))
+        live = _Live(OutputSink(self.settings.output_limit_bytes), source=source)
         self._live[record.execution_id] = live
         self._tg.start_soon(self._run_one, record, live)
         return record
@@ -162,7 +174,7 @@ class Engine:
                     await self.store.mark_running(execution_id, utc_now())
                     outcome = await execute(
                         child,
-                        record.code,
+                        live.source,
                         self._limits(record),
                         live.sink.write,
                         stateful=self.stateful,
@@ -247,6 +259,26 @@ class Engine:
                     )
                 )
         return heap
+
+    async def _to_javascript(self, code: str) -> str:
+        """Strip TypeScript types, keeping lines and columns where they were.
+
+        Code the stripper cannot parse runs as it is, so V8 reports the syntax
+        error with its position; constructs that need transformation are
+        refused (:class:`InvalidRequest`). Without a working stripper (no
+        package registry on first use, say) code runs as JavaScript.
+        """
+        if self.typescript is None:
+            return code
+        try:
+            return await self.typescript.strip(code)
+        except InvalidRequest as exc:
+            if "syntax error" in exc.message:
+                return code
+            raise
+        except SandboxUnavailable as exc:
+            logger.warning("running code unstripped: %s", exc.message)
+            return code
 
     def _limits(self, record: ExecutionRecord) -> Limits:
         return Limits(
