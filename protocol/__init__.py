@@ -26,6 +26,7 @@ from protocol.frames import (
     Ready,
     Reply,
     Run,
+    WasmPreload,
 )
 
 __all__ = [
@@ -44,5 +45,6 @@ __all__ = [
     "Ready",
     "Reply",
     "Run",
+    "WasmPreload",
     "encode_frame",
 ]

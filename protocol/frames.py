@@ -82,11 +82,20 @@ ChildFrame = Ready | Output | Done | Call
 # --- host -> child ---------------------------------------------------------
 
 
+class WasmPreload(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A preloaded module in the Run blob (after the snapshot, in list order)."""
+
+    name: str
+    size: int
+    instantiate: bool
+
+
 class Run(msgspec.Struct, frozen=True, tag="run", forbid_unknown_fields=True):
     """The one execution a child performs.
 
-    ``stateful`` asks for a snapshot at the end; ``restore`` says the blob holds
-    the snapshot to resume from.
+    ``stateful`` asks for a snapshot at the end; ``restore`` says the blob starts
+    with the snapshot to resume from; ``wasm`` lists the preloaded modules whose
+    bytes end the blob.
     """
 
     protocol: int
@@ -94,6 +103,7 @@ class Run(msgspec.Struct, frozen=True, tag="run", forbid_unknown_fields=True):
     output_limit_bytes: int
     stateful: bool = False
     restore: bool = False
+    wasm: list[WasmPreload] = []
 
 
 class CallError(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -227,6 +227,29 @@ function evaluate(code) {
   return locateSyntaxError(code, error.thrown).then((located) => Promise.reject(located));
 }
 
+// Preloaded WebAssembly: compiled (and instantiated) on first use only.
+{
+  const modules = frame.wasm ?? [];
+  const total = modules.reduce((sum, m) => sum + m.size, 0);
+  const blob = restoreBlob ?? new Uint8Array();
+  let offset = blob.byteLength - total;
+  if (total) restoreBlob = blob.subarray(0, offset);
+  for (const module of modules) {
+    const bytes = blob.subarray(offset, offset + module.size);
+    offset += module.size;
+    let compiled = null;
+    let instance = null;
+    const compile = () => (compiled ??= new WebAssembly.Module(bytes));
+    Object.defineProperty(globalThis, `__wasm_${module.name}`, { get: compile, configurable: true });
+    if (module.instantiate) {
+      Object.defineProperty(globalThis, module.name, {
+        get: () => (instance ??= new WebAssembly.Instance(compile())).exports,
+        configurable: true,
+      });
+    }
+  }
+}
+
 // The baseline of globals is taken after the runner's own changes (console)
 // and before any user state: whatever differs from it at the end is the user's.
 if (frame.stateful) recordBaseline();

@@ -290,7 +290,7 @@ export const SCHEMA = {
     },
     "Run": {
       "additionalProperties": false,
-      "description": "The one execution a child performs.\n\n    ``stateful`` asks for a snapshot at the end; ``restore`` says the blob holds\n    the snapshot to resume from.",
+      "description": "The one execution a child performs.\n\n    ``stateful`` asks for a snapshot at the end; ``restore`` says the blob starts\n    with the snapshot to resume from; ``wasm`` lists the preloaded modules whose\n    bytes end the blob.",
       "properties": {
         "code": {
           "type": "string"
@@ -313,6 +313,13 @@ export const SCHEMA = {
           "enum": [
             "run"
           ]
+        },
+        "wasm": {
+          "default": [],
+          "items": {
+            "$ref": "#/$defs/WasmPreload"
+          },
+          "type": "array"
         }
       },
       "required": [
@@ -322,6 +329,28 @@ export const SCHEMA = {
         "output_limit_bytes"
       ],
       "title": "Run",
+      "type": "object"
+    },
+    "WasmPreload": {
+      "additionalProperties": false,
+      "description": "A preloaded module in the Run blob (after the snapshot, in list order).",
+      "properties": {
+        "instantiate": {
+          "type": "boolean"
+        },
+        "name": {
+          "type": "string"
+        },
+        "size": {
+          "type": "integer"
+        }
+      },
+      "required": [
+        "name",
+        "size",
+        "instantiate"
+      ],
+      "title": "WasmPreload",
       "type": "object"
     }
   },

@@ -28,6 +28,7 @@ from supervisor.sandbox import SandboxPool, boot_message, probe_cgroups
 from supervisor.sessions import SessionStore
 from supervisor.store import SqliteExecutionStore
 from supervisor.typescript import TypeStripper
+from supervisor.wasm import load_wasm_modules
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +106,12 @@ async def _warm(stripper: TypeStripper) -> None:
 async def running(settings: Settings) -> AsyncIterator[Services]:
     """Start everything, check the sandbox works, yield the services, stop cleanly."""
     capabilities = build_capabilities(settings.capabilities)
+    wasm = await anyio.to_thread.run_sync(
+        load_wasm_modules,
+        settings.capabilities.wasm_modules,
+        settings.capabilities.wasm_configs,
+        settings.sandbox.deno_path,
+    )
     heaps = build_snapshot_store(settings.storage)
     sessions = None if heaps is None else SessionStore(settings.storage.session_db_path)
     if sessions is not None:
@@ -132,6 +139,7 @@ async def running(settings: Settings) -> AsyncIterator[Services]:
             sessions=sessions,
             calls=capabilities,
             typescript=stripper,
+            wasm=wasm,
         )
         async with anyio.create_task_group() as tg:
             await tg.start(pool.run)

@@ -216,6 +216,22 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="a JSON file of header injection rules; repeatable",
     )
+    wasm = p.add_argument_group("preloaded WebAssembly")
+    wasm.add_argument(
+        "--wasm-module",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="a .wasm file available to every execution: its exports as the global NAME "
+        "(modules without imports) and the compiled module as __wasm_NAME; repeatable",
+    )
+    wasm.add_argument(
+        "--wasm-config",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help='a JSON file {"name": "path.wasm", ...}, merged with --wasm-module',
+    )
     p.add_argument("--deno-path", metavar="PATH", help="Deno binary (default: the bundled one)")
     p.add_argument(
         "--print-openapi",
@@ -291,6 +307,8 @@ def settings_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser
             policies_json=args.policies_json,
             fetch_headers=tuple(args.fetch_header),
             fetch_header_configs=tuple(Path(p) for p in args.fetch_header_config),
+            wasm_modules=tuple(args.wasm_module),
+            wasm_configs=tuple(Path(p) for p in args.wasm_config),
         ),
     )
 

@@ -93,6 +93,8 @@ class CapabilitySettings:
     fetch_max_response_bytes: int = 10 * MIB
     fetch_timeout_s: float = 30.0
     fs_max_read_bytes: int = 16 * MIB
+    wasm_modules: tuple[str, ...] = ()  # name=path
+    wasm_configs: tuple[Path, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)

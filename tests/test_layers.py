@@ -26,6 +26,7 @@ LAYERS: list[set[str]] = [
         "supervisor.brokers",
         "supervisor.policy",
         "supervisor.typescript",
+        "supervisor.wasm",
     },
     {"protocol", "supervisor.config", "supervisor.errors", "supervisor.db"},
 ]

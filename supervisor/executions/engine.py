@@ -34,6 +34,16 @@ from supervisor.store import (
     OutputPage,
 )
 from supervisor.typescript import TypeStripper
+from supervisor.wasm import WasmModule
+
+
+def restore_source_text(snapshot: bytes) -> str:
+    """The JSON header of a snapshot (function sources included), as text; "" if unreadable."""
+    if len(snapshot) < 8 or snapshot[:4] != b"MV8S":
+        return ""
+    length = int.from_bytes(snapshot[4:8], "big")
+    return snapshot[8 : 8 + length].decode("utf-8", "replace")
+
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +79,7 @@ class Engine:
         sessions: SessionStore | None = None,
         calls: CallHandler | None = None,
         typescript: TypeStripper | None = None,
+        wasm: tuple[WasmModule, ...] = (),
     ) -> None:
         self.settings = settings
         self.pool = pool
@@ -77,6 +88,7 @@ class Engine:
         self.sessions = sessions
         self.calls = calls
         self.typescript = typescript
+        self.wasm = wasm
         self._slots = anyio.Semaphore(max(1, settings.max_concurrent_executions))
         self._live: dict[str, _Live] = {}
         self._tg: TaskGroup | None = None
@@ -180,6 +192,7 @@ class Engine:
                         stateful=self.stateful,
                         restore=restore,
                         calls=self.calls,
+                        wasm=self._wasm_for(live.source, restore),
                     )
                     if outcome.snapshot is not None:
                         heap = await self._keep_snapshot(record, outcome.snapshot)
@@ -259,6 +272,17 @@ class Engine:
                     )
                 )
         return heap
+
+    def _wasm_for(self, code: str, restore: bytes | None) -> tuple[tuple[str, bytes, bool], ...]:
+        """The preloaded modules this run may use: named in its code or in restored functions."""
+        if not self.wasm:
+            return ()
+        restored = restore_source_text(restore) if restore else ""
+        return tuple(
+            (module.name, module.data, not module.has_imports)
+            for module in self.wasm
+            if module.mentioned_in(code) or module.mentioned_in(restored)
+        )
 
     async def _to_javascript(self, code: str) -> str:
         """Strip TypeScript types, keeping lines and columns where they were.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -24,6 +24,7 @@ from protocol import (
     Ready,
     Reply,
     Run,
+    WasmPreload,
 )
 from supervisor.sandbox.child import Child, ChildGone
 from supervisor.sandbox.memory import cap_cpu_seconds, watch_rss
@@ -87,6 +88,7 @@ async def execute(
     stateful: bool = False,
     restore: bytes | None = None,
     calls: CallHandler | None = None,
+    wasm: Sequence[tuple[str, bytes, bool]] = (),
 ) -> Outcome:
     """Run ``code`` in ``child`` (which must have sent ``Ready``) and return the outcome.
 
@@ -116,8 +118,12 @@ async def execute(
                         output_limit_bytes=limits.output_limit_bytes,
                         stateful=stateful,
                         restore=restore is not None,
+                        wasm=[
+                            WasmPreload(name=name, size=len(data), instantiate=instantiate)
+                            for name, data, instantiate in wasm
+                        ],
                     ),
-                    restore or b"",
+                    (restore or b"") + b"".join(data for _, data, _ in wasm),
                 )
                 outcome = await _collect(child, on_output, stateful, calls, tg)
             except ChildGone as exc:
