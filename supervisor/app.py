@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
 import anyio
@@ -104,28 +104,41 @@ async def _warm(stripper: TypeStripper) -> None:
 
 @asynccontextmanager
 async def running(settings: Settings) -> AsyncIterator[Services]:
-    """Start everything, check the sandbox works, yield the services, stop cleanly."""
-    capabilities = build_capabilities(settings.capabilities)
-    wasm = await anyio.to_thread.run_sync(
-        load_wasm_modules,
-        settings.capabilities.wasm_modules,
-        settings.capabilities.wasm_configs,
-        settings.sandbox.deno_path,
-    )
-    heaps = build_snapshot_store(settings.storage)
-    sessions = None if heaps is None else SessionStore(settings.storage.session_db_path)
-    if sessions is not None:
-        sessions.open()
-    stripper = (
-        TypeStripper(settings.sandbox.deno_path, settings.sandbox.cache_dir / "typescript")
-        if settings.sandbox.typescript
-        else None
-    )
-    store = SqliteExecutionStore(settings.storage.data_dir / "executions.sqlite3")
-    interrupted = await store.open()
-    if interrupted:
-        logger.warning("marked %d unfinished executions from a previous run as failed", interrupted)
-    try:
+    """Start everything, check the sandbox works, yield the services, stop cleanly.
+
+    Whatever was opened is closed again, in reverse order, however start-up or
+    serving ends.
+    """
+    async with AsyncExitStack() as stack:
+        capabilities = build_capabilities(settings.capabilities)
+        if capabilities is not None:
+            stack.push_async_callback(capabilities.aclose)
+        wasm = await anyio.to_thread.run_sync(
+            load_wasm_modules,
+            settings.capabilities.wasm_modules,
+            settings.capabilities.wasm_configs,
+            settings.sandbox.deno_path,
+        )
+        heaps = build_snapshot_store(settings.storage)
+        if isinstance(heaps, CachedSnapshotStore):
+            stack.callback(heaps.close)
+        sessions = None if heaps is None else SessionStore(settings.storage.session_db_path)
+        if sessions is not None:
+            sessions.open()
+            stack.callback(sessions.close)
+        stripper = None
+        if settings.sandbox.typescript:
+            stripper = TypeStripper(
+                settings.sandbox.deno_path, settings.sandbox.cache_dir / "typescript"
+            )
+            stack.push_async_callback(stripper.aclose)
+        store = SqliteExecutionStore(settings.storage.data_dir / "executions.sqlite3")
+        interrupted = await store.open()
+        stack.push_async_callback(store.close)
+        if interrupted:
+            logger.warning(
+                "marked %d unfinished executions from a previous run as failed", interrupted
+            )
         boot = boot_message(sandbox_host.RUNNER)
         cgroups = await anyio.to_thread.run_sync(probe_cgroups, settings.sandbox.memory_cgroups)
         pool = SandboxPool(settings.sandbox, sandbox_host.BOOTSTRAP, cgroups, boot=boot)
@@ -150,13 +163,3 @@ async def running(settings: Settings) -> AsyncIterator[Services]:
                 settings=settings, engine=engine, sandbox_version=version, sessions=sessions
             )
             tg.cancel_scope.cancel()
-    finally:
-        if stripper is not None:
-            await stripper.aclose()
-        await store.close()
-        if capabilities is not None:
-            await capabilities.aclose()
-        if sessions is not None:
-            sessions.close()
-        if isinstance(heaps, CachedSnapshotStore):
-            heaps.close()
