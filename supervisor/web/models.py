@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -105,20 +106,8 @@ class OutputPageView(BaseModel):
 
     @classmethod
     def of(cls, page: OutputPage) -> OutputPageView:
-        """The view of a stored page."""
-        return cls(
-            data=page.data,
-            start_line=page.start_line,
-            end_line=page.end_line,
-            next_line_offset=page.next_line_offset,
-            start_byte=page.start_byte,
-            end_byte=page.end_byte,
-            next_byte_offset=page.next_byte_offset,
-            total_lines=page.total_lines,
-            total_bytes=page.total_bytes,
-            has_more=page.has_more,
-            status=page.status.value,
-        )
+        """The view of a stored page (the same fields; the status as its text)."""
+        return cls(**{**asdict(page), "status": page.status.value})
 
 
 class SessionList(BaseModel):

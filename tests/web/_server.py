@@ -12,6 +12,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -99,3 +100,20 @@ def stop(server: Server) -> None:
         except subprocess.TimeoutExpired:
             server.process.kill()
             server.process.wait()
+
+
+def start(http: httpx.Client, code: str, **fields: Any) -> str:
+    """``POST /api/exec``; the new execution's id."""
+    response = http.post("/api/exec", json={"code": code, **fields})
+    assert response.status_code == 200, response.text
+    execution_id: str = response.json()["execution_id"]
+    return execution_id
+
+
+def run(http: httpx.Client, code: str, **fields: Any) -> dict[str, Any]:
+    """Start an execution and wait (up to 30 s) for its final record."""
+    execution_id = start(http, code, **fields)
+    final = http.get(f"/api/executions/{execution_id}", params={"wait": 30})
+    assert final.status_code == 200, final.text
+    body: dict[str, Any] = final.json()
+    return body

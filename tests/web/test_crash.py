@@ -10,16 +10,9 @@ import httpx
 import pytest
 
 from tests._requirements import guards
-from tests.web._server import serve
+from tests.web._server import serve, start
 
 pytestmark = pytest.mark.deno
-
-
-def start(http: httpx.Client, code: str, **fields: Any) -> str:
-    response = http.post("/api/exec", json={"code": code, **fields})
-    assert response.status_code == 200, response.text
-    execution_id: str = response.json()["execution_id"]
-    return execution_id
 
 
 @guards("store:crash-safe")

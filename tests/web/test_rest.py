@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import psutil
 import pytest
 
 from tests._requirements import guards
-from tests.web._server import Server, serve
+from tests.web._server import Server, run, serve
 
 pytestmark = pytest.mark.deno
 
@@ -27,16 +26,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 def client(server: Server) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.url, timeout=30) as http:
         yield http
-
-
-def run(client: httpx.Client, code: str, **fields: Any) -> dict[str, Any]:
-    response = client.post("/api/exec", json={"code": code, **fields})
-    assert response.status_code == 200, response.text
-    execution_id = response.json()["execution_id"]
-    final = client.get(f"/api/executions/{execution_id}", params={"wait": 30})
-    assert final.status_code == 200
-    body: dict[str, Any] = final.json()
-    return body
 
 
 def test_exec_returns_an_id_and_wait_returns_the_completed_record(client: httpx.Client) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.web._server import Server, serve
+from tests.web._server import Server, run, serve
 
 pytestmark = pytest.mark.deno
 
@@ -25,14 +25,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 def client(server: Server) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.url, timeout=30) as http:
         yield http
-
-
-def run(client: httpx.Client, code: str, **fields: Any) -> dict[str, Any]:
-    response = client.post("/api/exec", json={"code": code, **fields})
-    assert response.status_code == 200, response.text
-    execution_id = response.json()["execution_id"]
-    body: dict[str, Any] = client.get(f"/api/executions/{execution_id}", params={"wait": 30}).json()
-    return body
 
 
 def test_a_run_returns_a_heap_and_a_later_run_resumes_from_it(client: httpx.Client) -> None:

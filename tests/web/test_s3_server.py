@@ -5,14 +5,13 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 from moto.server import ThreadedMotoServer
 
 from tests.heaps.conftest import s3_client
-from tests.web._server import free_port, serve
+from tests.web._server import free_port, run, serve
 
 pytestmark = pytest.mark.deno
 
@@ -34,14 +33,6 @@ def moto(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[ThreadedMotoServer, 
         yield server, endpoint
     finally:
         server.stop()
-
-
-def run(http: httpx.Client, code: str, **fields: Any) -> dict[str, Any]:
-    response = http.post("/api/exec", json={"code": code, **fields})
-    assert response.status_code == 200, response.text
-    execution_id = response.json()["execution_id"]
-    body: dict[str, Any] = http.get(f"/api/executions/{execution_id}", params={"wait": 30}).json()
-    return body
 
 
 @pytest.mark.parametrize("cached", [False, True], ids=["s3", "s3-with-cache"])
