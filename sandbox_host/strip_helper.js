@@ -5,11 +5,21 @@
 // ~60 ms it takes to load. It runs with no --allow-* flag at all: npm: module
 // loading and stdin/stdout need none (see supervisor/typescript.py).
 //
+// It also reads import statements with es-module-lexer, for the supervisor's
+// module loading: which modules a cell imports (and the cell without those
+// statements), and which modules a downloaded module needs.
+//
 // Wire: newline-delimited JSON. The first line out is
 //   {"ready": true, "amaro": "<version>"}
-// then, for every request line {"id": n, "code": "..."}, one line
-//   {"id": n, "code": "..."}                                    or
-//   {"id": n, "error": {"kind": "unsupported" | "syntax" | "internal",
+// then, for every request line, one line with the same id:
+//   {"id": n, "code": "..."}                     a cell: types stripped
+//     -> {"id": n, "code": "..."}
+//   {"id": n, "code": "...", "imports": true}    a cell, imports taken out too
+//     -> {"id": n, "code": "...", "imports": [{specifier, default, namespace, named}]}
+//   {"id": n, "op": "module", "code": "...", "url": "...", "typescript": bool}
+//     -> {"id": n, "code": "...", "dependencies": ["<absolute specifier>", ...]}
+// or, for any of them,
+//   {"id": n, "error": {"kind": "unsupported" | "syntax" | "import" | "internal",
 //                       "message": "...", "line": L, "column": C,
 //                       "construct": "enum"}}
 // Lines are 1-based; columns are 1-based UTF-16 units, as in V8 stack traces.
@@ -22,8 +32,9 @@
 // (parameter properties, `import x = require()`, ...) are refused, naming the
 // construct and its line, because transforming the whole cell would move lines.
 
-// Keep in step with AMARO_VERSION and the lock in supervisor/typescript.py.
+// Keep in step with the versions and the lock in supervisor/typescript.py.
 import { transformSync } from "npm:amaro@1.2.1";
+import { init as lexerReady, parse as lexImports } from "npm:es-module-lexer@3.0.5";
 
 const AMARO_VERSION = "1.2.1";
 const STRIP = { mode: "strip-only", sourceMap: false };
@@ -184,6 +195,133 @@ function strip(source) {
   }
 }
 
+// ---- imports ---------------------------------------------------------------
+//
+// A cell is a script, where `import` statements are not allowed: each static
+// import is taken out (blanked, keeping lines and columns) and described, so
+// the sandbox can load the module and bind its names before the cell runs;
+// each `import(` becomes `__mcpi(` (same width), the sandbox's brokered loader.
+
+const DYNAMIC_LOADER = "__mcpi";
+const IDENTIFIER = /^[\p{ID_Start}$_][\p{ID_Continue}$\u200c\u200d]*$/u;
+
+/** Every character but line breaks replaced by a space. */
+function blank(text) {
+  return text.replace(/[^\r\n\u2028\u2029]/g, " ");
+}
+
+function withoutComments(text) {
+  return text.replace(/\/\*[\s\S]*?\*\//g, " ").replace(/\/\/[^\r\n]*/g, " ");
+}
+
+class ClauseError extends Error {}
+
+function localName(name, statement) {
+  if (!IDENTIFIER.test(name)) throw new ClauseError(`cannot read the import clause of: ${statement}`);
+  return name;
+}
+
+/** The bindings of one `import ... from` clause: default, namespace and named imports. */
+function importClause(clause, statement) {
+  const decl = { default: null, namespace: null, named: [] };
+  let rest = withoutComments(clause).trim();
+  if (rest === "") return decl;
+  const braces = /\{([\s\S]*)\}/.exec(rest);
+  if (braces) {
+    for (const part of braces[1].split(",")) {
+      const item = part.trim();
+      if (item === "") continue;
+      const match = /^(?:("[^"]*"|'[^']*'|[^\s]+)\s+as\s+)?([^\s]+)$/.exec(item);
+      if (!match) throw new ClauseError(`cannot read the import clause of: ${statement}`);
+      const imported = match[1] === undefined ? match[2] : match[1].replace(/^["']|["']$/g, "");
+      decl.named.push([imported, localName(match[2], statement)]);
+    }
+    rest = rest.replace(braces[0], "");
+  }
+  for (const part of rest.split(",")) {
+    const item = part.trim();
+    if (item === "") continue;
+    const namespace = /^\*\s*as\s+([^\s]+)$/.exec(item);
+    if (namespace) decl.namespace = localName(namespace[1], statement);
+    else decl.default = localName(item, statement);
+  }
+  return decl;
+}
+
+/** A cell's static imports described and blanked, dynamic ones sent to the loader. */
+function cellImports(code) {
+  if (!code.includes("import")) return { code, imports: [] };
+  let found;
+  try {
+    [found] = lexImports(code);
+  } catch {
+    return { code, imports: [] }; // not parseable: V8 will say where
+  }
+  const imports = [];
+  let out = "";
+  let from = 0;
+  for (const item of found) {
+    if (item.type === "static") {
+      const statement = code.slice(item.importStart, item.importEnd);
+      if (item.typeOnly) {
+        out += code.slice(from, item.importStart) + blank(statement);
+        from = item.importEnd;
+        continue;
+      }
+      const head = code.slice(item.importStart + "import".length, item.start - 1);
+      const clause = head.replace(/\bfrom\s*$/, "");
+      imports.push({ specifier: item.specifier, ...importClause(clause, statement) });
+      out += code.slice(from, item.importStart) + blank(statement);
+      from = item.importEnd;
+    } else if (item.type === "dynamic") {
+      out += code.slice(from, item.importStart) + DYNAMIC_LOADER;
+      from = item.importStart + "import".length;
+    }
+  }
+  return { code: out + code.slice(from), imports };
+}
+
+/** Whether a specifier is relative to the module it appears in. */
+function isRelative(specifier) {
+  return /^(?:\.{1,2}\/|\/)/.test(specifier);
+}
+
+/**
+ * A remote module prepared for bundling: types stripped, every relative
+ * specifier made absolute against the module's URL, and the list of the
+ * modules it needs (static imports, re-exports and literal dynamic imports).
+ */
+function remoteModule(source, url, typescript) {
+  let code = source;
+  if (typescript) {
+    const stripped = strip(source);
+    if (stripped.error) return stripped;
+    code = stripped.code;
+  }
+  let found;
+  try {
+    [found] = lexImports(code);
+  } catch (error) {
+    return { error: { kind: "import", message: `${url} does not parse: ${error.message}` } };
+  }
+  const dependencies = [];
+  let out = "";
+  let from = 0;
+  for (const item of found) {
+    // import.meta, and import(expression), are left alone.
+    if (item.type === "import-meta" || typeof item.specifier !== "string") continue;
+    if (item.typeOnly) continue;
+    let target = item.specifier;
+    if (isRelative(target)) target = new URL(target, url).href;
+    if (!dependencies.includes(target)) dependencies.push(target);
+    if (target === item.specifier) continue;
+    const text = item.type === "dynamic" ? JSON.stringify(target) : target;
+    out += code.slice(from, item.start) + text;
+    from = item.end;
+  }
+  return { code: out + code.slice(from), dependencies };
+}
+
 function handle(line) {
   let request;
   try {
@@ -196,8 +334,17 @@ function handle(line) {
     return { id, error: { kind: "internal", message: "request has no code string" } };
   }
   try {
-    return { id, ...strip(request.code) };
+    if (request.op === "module") {
+      if (typeof request.url !== "string") {
+        return { id, error: { kind: "internal", message: "request has no url string" } };
+      }
+      return { id, ...remoteModule(request.code, request.url, request.typescript === true) };
+    }
+    const stripped = strip(request.code);
+    if (stripped.error || request.imports !== true) return { id, ...stripped };
+    return { id, ...cellImports(stripped.code) };
   } catch (error) {
+    if (error instanceof ClauseError) return { id, error: { kind: "import", message: error.message } };
     return { id, error: { kind: "internal", message: String(error?.message ?? error) } };
   }
 }
@@ -211,6 +358,7 @@ async function send(lines) {
 }
 
 async function serve() {
+  await lexerReady;
   await send([`${JSON.stringify({ ready: true, amaro: AMARO_VERSION })}\n`]);
   // Chunks of a line not yet complete; joined once, when its newline arrives.
   let pending = [];

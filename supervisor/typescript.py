@@ -47,7 +47,12 @@ AMARO_INTEGRITY = (
     "sha512-RXNB1/mbpbpwr4mVlQgYZVdY4CHl7rFExwov+XOTWfghpsM1s2sD/"
     "5u4oTQkKL4Pt0BGNIExSVjRcLMjcytIDQ=="
 )
-LOCK_NAME = f"strip-helper-amaro-{AMARO_VERSION}.lock"
+# The import lexer, pinned the same way (a test checks the helper imports it).
+LEXER_VERSION = "3.0.5"
+LEXER_INTEGRITY = (
+    "sha512-RNq2lKJw53c7z9QRHeiKeA6Ez0oikOqiBGdmxQhKDxEiOX1g5QJR4IoFVwicn8uCZcRWNrXC3NZaJihgK7aEbg=="
+)
+LOCK_NAME = f"strip-helper-amaro-{AMARO_VERSION}-lexer-{LEXER_VERSION}.lock"
 LOG_NAME = "strip-helper.log"
 
 # Only what reaching the npm registry may need: a proxy, a registry mirror, an
@@ -93,11 +98,17 @@ def strip_helper_env(
 
 
 def lockfile_text() -> str:
-    """The Deno lockfile pinning amaro's exact version and tarball hash."""
+    """The Deno lockfile pinning amaro's and the lexer's exact versions and tarball hashes."""
     lock = {
         "version": "5",
-        "specifiers": {f"npm:amaro@{AMARO_VERSION}": AMARO_VERSION},
-        "npm": {f"amaro@{AMARO_VERSION}": {"integrity": AMARO_INTEGRITY}},
+        "specifiers": {
+            f"npm:amaro@{AMARO_VERSION}": AMARO_VERSION,
+            f"npm:es-module-lexer@{LEXER_VERSION}": LEXER_VERSION,
+        },
+        "npm": {
+            f"amaro@{AMARO_VERSION}": {"integrity": AMARO_INTEGRITY},
+            f"es-module-lexer@{LEXER_VERSION}": {"integrity": LEXER_INTEGRITY},
+        },
     }
     return json.dumps(lock, indent=2) + "\n"
 
@@ -126,6 +137,32 @@ def format_failure(error: Mapping[str, Any]) -> str:
         suffix = f"; {hint}" if hint else ""
         return f"TypeScript: {construct} needs transformation ({where}){suffix}"
     return f"TypeScript: {message} ({where})"
+
+
+@dataclass(frozen=True)
+class ImportDecl:
+    """One static ``import`` statement of a cell: what it loads and the names it binds."""
+
+    specifier: str
+    default: str | None = None
+    namespace: str | None = None
+    named: tuple[tuple[str, str], ...] = ()  # (exported name, local name)
+
+
+@dataclass(frozen=True)
+class PreparedCell:
+    """A cell as the sandbox runs it: JavaScript, its static imports taken out."""
+
+    code: str
+    imports: tuple[ImportDecl, ...] = ()
+
+
+@dataclass(frozen=True)
+class PreparedModule:
+    """A downloaded module ready to bundle: JavaScript with absolute specifiers only."""
+
+    code: str
+    dependencies: tuple[str, ...]
 
 
 class _HelperGone(Exception):
@@ -200,23 +237,51 @@ class TypeStripper:
 
     async def strip(self, code: str) -> str:
         """``code`` with its TypeScript types removed; lines and columns stay where they were."""
+        reply = await self._ask({"code": code})
+        return str(reply["code"])
+
+    async def prepare(self, code: str) -> PreparedCell:
+        """Types stripped and static imports taken out (blanked, so positions hold).
+
+        Each ``import(`` becomes ``__mcpi(``, the sandbox's brokered loader, of
+        the same width. An import clause that cannot be read raises
+        :class:`InvalidRequest`.
+        """
+        reply = await self._ask({"code": code, "imports": True})
+        imports = tuple(_import_decl(item) for item in reply.get("imports") or ())
+        return PreparedCell(code=str(reply["code"]), imports=imports)
+
+    async def prepare_module(self, code: str, url: str, *, typescript: bool) -> PreparedModule:
+        """A downloaded module with types stripped and relative specifiers made absolute."""
+        reply = await self._ask(
+            {"op": "module", "code": code, "url": url, "typescript": typescript}
+        )
+        dependencies = reply.get("dependencies") or []
+        return PreparedModule(
+            code=str(reply["code"]), dependencies=tuple(str(d) for d in dependencies)
+        )
+
+    async def _ask(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """One request answered: a reply with ``code``, or the error it stands for raised."""
         helper = await self._ensure_helper(None)
         try:
-            reply = await self._request(helper, code)
+            reply = await self._request(helper, payload)
         except _HelperGone:
             logger.warning("TypeScript stripper %s exited; restarting it", helper.pid)
             helper = await self._ensure_helper(helper)
             try:
-                reply = await self._request(helper, code)
+                reply = await self._request(helper, payload)
             except _HelperGone:
                 raise SandboxUnavailable(
                     f"the TypeScript stripper exited twice: {self._log_tail()}"
                 ) from None
         if "code" in reply:
-            return str(reply["code"])
+            return reply
         error = reply.get("error") or {}
         if error.get("kind") in ("syntax", "unsupported"):
             raise InvalidRequest(format_failure(error))
+        if error.get("kind") == "import":
+            raise InvalidRequest(str(error.get("message")))
         # amaro threw something that is not a report about the code: its wasm
         # state is not to be trusted after that, so the next request gets a new helper.
         logger.error("TypeScript stripper %s failed: %s", helper.pid, error.get("message"))
@@ -307,11 +372,11 @@ class TypeStripper:
         )
         return helper
 
-    async def _request(self, helper: _Helper, code: str) -> dict[str, Any]:
+    async def _request(self, helper: _Helper, payload: dict[str, Any]) -> dict[str, Any]:
         request_id = next(self._ids)
         waiter = _Waiter()
         self._pending[request_id] = waiter
-        line = json.dumps({"id": request_id, "code": code}).encode() + b"\n"
+        line = json.dumps({"id": request_id, **payload}).encode() + b"\n"
         try:
             with anyio.fail_after(self.timeout_s):
                 async with self._write_lock:
@@ -409,6 +474,18 @@ class TypeStripper:
         return text.strip() or "no output"
 
 
+def _import_decl(item: Any) -> ImportDecl:
+    if not isinstance(item, dict) or not isinstance(item.get("specifier"), str):
+        raise SandboxUnavailable("the TypeScript stripper described an import it should not")
+    named = item.get("named") or []
+    return ImportDecl(
+        specifier=item["specifier"],
+        default=item.get("default"),
+        namespace=item.get("namespace"),
+        named=tuple((str(pair[0]), str(pair[1])) for pair in named),
+    )
+
+
 async def _wait(process: Process, timeout_s: float) -> bool:
     with anyio.move_on_after(timeout_s):
         await process.wait()
@@ -425,7 +502,12 @@ __all__ = [
     "AMARO_INTEGRITY",
     "AMARO_VERSION",
     "HELPER",
+    "LEXER_INTEGRITY",
+    "LEXER_VERSION",
     "LOCK_NAME",
+    "ImportDecl",
+    "PreparedCell",
+    "PreparedModule",
     "LOG_NAME",
     "TypeStripper",
     "format_failure",
