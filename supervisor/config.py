@@ -98,6 +98,19 @@ class CapabilitySettings:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ModuleSettings:
+    """External modules (``npm:``, ``jsr:``, URL imports): resolved and bundled host-side."""
+
+    enabled: bool = False  # --allow-external-modules
+    npm_registry: str = "https://registry.npmjs.org/"
+    jsr_registry: str = "https://jsr.io/"
+    cdn: str | None = None  # an esm.sh-compatible CDN: npm: specifiers load from it as URLs
+    cache_dir: Path = field(default_factory=lambda: default_cache_dir() / "modules")
+    max_module_bytes: int = 32 * MIB  # one download, and one bundle
+    timeout_s: float = 120.0  # one resolution, downloads and bundling included
+
+
+@dataclass(frozen=True, kw_only=True)
 class Settings:
     """Everything the server needs, in one place."""
 
@@ -105,4 +118,5 @@ class Settings:
     http: HttpSettings
     storage: StorageSettings
     capabilities: CapabilitySettings = CapabilitySettings()
+    modules: ModuleSettings = ModuleSettings()
     session_id: str | None = None  # the session of a stdio connection
