@@ -90,12 +90,29 @@ class WasmPreload(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     instantiate: bool
 
 
+class ImportName(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """``{imported as local}`` in an import statement."""
+
+    imported: str
+    local: str
+
+
+class ImportBinding(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One static ``import`` of the cell, taken out of its code: load, then bind these names."""
+
+    specifier: str
+    default: str | None = None
+    namespace: str | None = None
+    named: list[ImportName] = []
+
+
 class Run(msgspec.Struct, frozen=True, tag="run", forbid_unknown_fields=True):
     """The one execution a child performs.
 
     ``stateful`` asks for a snapshot at the end; ``restore`` says the blob starts
     with the snapshot to resume from; ``wasm`` lists the preloaded modules whose
-    bytes end the blob.
+    bytes end the blob; ``imports`` are the cell's static imports, loaded through
+    ``import`` capability calls before the cell runs.
     """
 
     protocol: int
@@ -104,6 +121,7 @@ class Run(msgspec.Struct, frozen=True, tag="run", forbid_unknown_fields=True):
     stateful: bool = False
     restore: bool = False
     wasm: list[WasmPreload] = []
+    imports: list[ImportBinding] = []
 
 
 class CallError(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

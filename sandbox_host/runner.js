@@ -9,6 +9,7 @@ import { serveReplies } from "./calls.js";
 import { installCapabilities } from "./capabilities.js";
 import { FrameReader, send } from "./channel.js";
 import { makeConsole } from "./console.js";
+import { bindImports, importedGlobals, installModuleLoader, restoreImports } from "./modules.js";
 import { describeError, renderResult, USER_URL } from "./render.js";
 import { recordBaseline, restoreSnapshot, takeSnapshot } from "./snapshot.js";
 import { PROTOCOL_VERSION } from "./wire.js";
@@ -168,7 +169,7 @@ addEventListener("beforeunload", (event) => {
     event.preventDefault();
     if (snapshotting) return;
     snapshotting = true;
-    takeSnapshot(frame.code, capturingFunctions).then(({ bytes, lost }) => {
+    takeSnapshot(frame.code, capturingFunctions, importedGlobals).then(({ bytes, lost }) => {
       lost.push(...lostOnRestore);
       finish({ type: "done", ok: true, result, snapshot: true, lost }, bytes);
     }, fail);
@@ -204,6 +205,7 @@ globalThis.console = capture.console;
 // only while a call waits for its reply.
 serveReplies(reader);
 installCapabilities();
+installModuleLoader();
 // Raw writes to stdout/stderr become output too, instead of corrupting the channel.
 const rawText = new TextDecoder();
 for (const [target, stream] of [[Deno.stdout, "log"], [Deno.stderr, "error"]]) {
@@ -254,10 +256,25 @@ function evaluate(code) {
 // and before any user state: whatever differs from it at the end is the user's.
 if (frame.stateful) recordBaseline();
 
+/** Imports a restored snapshot kept, then the cell's own static imports, then the cell. */
+async function importThenEvaluate(restoredImports) {
+  lostOnRestore.push(...(await restoreImports(restoredImports)));
+  await bindImports(frame.imports ?? []);
+  return evaluate(frame.code);
+}
+
 let completion = null;
 try {
-  if (frame.restore) lostOnRestore.push(...restoreSnapshot(restoreBlob ?? new Uint8Array()));
-  completion = evaluate(frame.code);
+  let restoredImports = [];
+  if (frame.restore) {
+    const restored = restoreSnapshot(restoreBlob ?? new Uint8Array());
+    lostOnRestore.push(...restored.lost);
+    restoredImports = restored.imports;
+  }
+  // Most cells import nothing: they start synchronously, as before.
+  completion = restoredImports.length || frame.imports?.length
+    ? importThenEvaluate(restoredImports)
+    : evaluate(frame.code);
 } catch (error) {
   fail(error);
 }

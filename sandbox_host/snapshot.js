@@ -8,7 +8,9 @@
 // instances of the user's classes get their prototype back after a restore.
 // What cannot be kept (closures' captured state, symbols, Proxies, WeakMaps,
 // Promises, wasm modules, values holding functions, instances with #private
-// fields) is reported, never dropped silently.
+// fields) is reported, never dropped silently. Globals holding what an import
+// gave them (a module's namespace or one of its exports) are kept as the
+// import to redo: the module comes back from the supervisor's cache.
 const snapCore = Deno[Deno.internal].core;
 const SNAPSHOT_FORMAT = 1;
 const SNAPSHOT_MAGIC = [0x4d, 0x56, 0x38, 0x53]; // "MV8S"
@@ -212,10 +214,14 @@ function byName(a, b) {
 
 /**
  * Serialize the user's globals. `closureCheck(names)` resolves to the names of
- * functions that capture state from an enclosing scope (lost on restore).
+ * functions that capture state from an enclosing scope (lost on restore);
+ * `importCheck(globals)` to the globals that hold what an import gave them,
+ * as {name, specifier, export}: kept as imports to redo, not as values.
  */
-export async function takeSnapshot(code, closureCheck) {
+export async function takeSnapshot(code, closureCheck, importCheck) {
   const { found, lost } = userGlobals(code);
+  const imports = (await importCheck(found)).sort(byName);
+  for (const { name } of imports) found.delete(name);
   const functions = [];
   const values = new Map();
   const classes = new Map();
@@ -300,6 +306,7 @@ export async function takeSnapshot(code, closureCheck) {
     functions: functions.map(({ name, kind, source }) => ({ name, kind, source })),
     values: [...values.keys()],
     protos,
+    imports,
   };
   return { bytes: encodeSnapshot(header, payload), lost };
 }
@@ -308,7 +315,10 @@ function defineGlobal(name, value) {
   Object.defineProperty(globalThis, name, { value, writable: true, enumerable: true, configurable: true });
 }
 
-/** Restore globals from snapshot bytes; returns what could not be re-created. */
+/**
+ * Restore globals from snapshot bytes; returns what could not be re-created,
+ * and the imports to redo (the runner loads those before the cell runs).
+ */
 export function restoreSnapshot(bytes) {
   const { header, payload } = decodeSnapshot(bytes);
   const here = engineVersion();
@@ -357,5 +367,5 @@ export function restoreSnapshot(bytes) {
       Object.defineProperty(fn, key, { value, writable: true, enumerable: true, configurable: true });
     }
   }
-  return lost;
+  return { lost, imports: header.imports ?? [] };
 }

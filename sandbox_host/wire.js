@@ -168,6 +168,67 @@ export const SCHEMA = {
       "title": "ErrorInfo",
       "type": "object"
     },
+    "ImportBinding": {
+      "additionalProperties": false,
+      "description": "One static ``import`` of the cell, taken out of its code: load, then bind these names.",
+      "properties": {
+        "default": {
+          "anyOf": [
+            {
+              "type": "string"
+            },
+            {
+              "type": "null"
+            }
+          ],
+          "default": null
+        },
+        "named": {
+          "default": [],
+          "items": {
+            "$ref": "#/$defs/ImportName"
+          },
+          "type": "array"
+        },
+        "namespace": {
+          "anyOf": [
+            {
+              "type": "string"
+            },
+            {
+              "type": "null"
+            }
+          ],
+          "default": null
+        },
+        "specifier": {
+          "type": "string"
+        }
+      },
+      "required": [
+        "specifier"
+      ],
+      "title": "ImportBinding",
+      "type": "object"
+    },
+    "ImportName": {
+      "additionalProperties": false,
+      "description": "``{imported as local}`` in an import statement.",
+      "properties": {
+        "imported": {
+          "type": "string"
+        },
+        "local": {
+          "type": "string"
+        }
+      },
+      "required": [
+        "imported",
+        "local"
+      ],
+      "title": "ImportName",
+      "type": "object"
+    },
     "Lost": {
       "additionalProperties": false,
       "description": "A global that could not be kept in a snapshot, and why.",
@@ -290,10 +351,17 @@ export const SCHEMA = {
     },
     "Run": {
       "additionalProperties": false,
-      "description": "The one execution a child performs.\n\n    ``stateful`` asks for a snapshot at the end; ``restore`` says the blob starts\n    with the snapshot to resume from; ``wasm`` lists the preloaded modules whose\n    bytes end the blob.",
+      "description": "The one execution a child performs.\n\n    ``stateful`` asks for a snapshot at the end; ``restore`` says the blob starts\n    with the snapshot to resume from; ``wasm`` lists the preloaded modules whose\n    bytes end the blob; ``imports`` are the cell's static imports, loaded through\n    ``import`` capability calls before the cell runs.",
       "properties": {
         "code": {
           "type": "string"
+        },
+        "imports": {
+          "default": [],
+          "items": {
+            "$ref": "#/$defs/ImportBinding"
+          },
+          "type": "array"
         },
         "output_limit_bytes": {
           "type": "integer"

@@ -23,6 +23,7 @@ from supervisor.heaps import (
     S3SnapshotStore,
     SnapshotStore,
 )
+from supervisor.modules import ModuleResolver
 from supervisor.policy import load_policies
 from supervisor.sandbox import SandboxPool, boot_message, probe_cgroups
 from supervisor.sessions import SessionStore
@@ -66,8 +67,10 @@ def build_snapshot_store(storage: StorageSettings) -> SnapshotStore | None:
     return local
 
 
-def build_capabilities(settings: CapabilitySettings) -> Capabilities | None:
-    """Policies and brokers for fetch and fs; None when no policy is configured.
+def build_capabilities(
+    settings: CapabilitySettings, modules: ModuleResolver | None = None
+) -> Capabilities:
+    """Policies and brokers for fetch and fs, and the module resolver for imports.
 
     A policy or header rule that cannot be loaded raises :class:`ConfigError`
     naming the file (and line) at fault.
@@ -77,8 +80,10 @@ def build_capabilities(settings: CapabilitySettings) -> Capabilities | None:
             raise ConfigError(
                 "--fetch-header and --fetch-header-config need fetch policies in --policies-json"
             )
-        return None
+        return Capabilities(None, modules=modules)
     policies = load_policies(settings.policies_json)
+    if policies.has("import") and modules is None:
+        raise ConfigError("import policies in --policies-json need --allow-external-modules")
     if (settings.fetch_headers or settings.fetch_header_configs) and not policies.has("fetch"):
         raise ConfigError(
             "--fetch-header and --fetch-header-config need fetch policies in --policies-json"
@@ -90,7 +95,10 @@ def build_capabilities(settings: CapabilitySettings) -> Capabilities | None:
         timeout_s=settings.fetch_timeout_s,
     )
     return Capabilities(
-        policies, fetch=fetch, fs=FsBroker(max_read_bytes=settings.fs_max_read_bytes)
+        policies,
+        fetch=fetch,
+        fs=FsBroker(max_read_bytes=settings.fs_max_read_bytes),
+        modules=modules,
     )
 
 
@@ -110,9 +118,19 @@ async def running(settings: Settings) -> AsyncIterator[Services]:
     serving ends.
     """
     async with AsyncExitStack() as stack:
-        capabilities = build_capabilities(settings.capabilities)
-        if capabilities is not None:
-            stack.push_async_callback(capabilities.aclose)
+        stripper = None
+        if settings.sandbox.typescript or settings.modules.enabled:
+            # Also the reader of import statements, so modules need it too.
+            stripper = TypeStripper(
+                settings.sandbox.deno_path, settings.sandbox.cache_dir / "typescript"
+            )
+            stack.push_async_callback(stripper.aclose)
+        modules = None
+        if settings.modules.enabled:
+            assert stripper is not None
+            modules = ModuleResolver(settings.modules, settings.sandbox.deno_path, stripper)
+        capabilities = build_capabilities(settings.capabilities, modules)
+        stack.push_async_callback(capabilities.aclose)
         wasm = await anyio.to_thread.run_sync(
             load_wasm_modules,
             settings.capabilities.wasm_modules,
@@ -126,12 +144,6 @@ async def running(settings: Settings) -> AsyncIterator[Services]:
         if sessions is not None:
             sessions.open()
             stack.callback(sessions.close)
-        stripper = None
-        if settings.sandbox.typescript:
-            stripper = TypeStripper(
-                settings.sandbox.deno_path, settings.sandbox.cache_dir / "typescript"
-            )
-            stack.push_async_callback(stripper.aclose)
         store = SqliteExecutionStore(settings.storage.data_dir / "executions.sqlite3")
         interrupted = await store.open()
         stack.push_async_callback(store.close)

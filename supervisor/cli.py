@@ -7,8 +7,9 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import anyio
 
@@ -19,6 +20,7 @@ from supervisor.config import (
     MIB,
     CapabilitySettings,
     HttpSettings,
+    ModuleSettings,
     SandboxSettings,
     Settings,
     StorageSettings,
@@ -216,6 +218,34 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="a JSON file of header injection rules; repeatable",
     )
+    mods = p.add_argument_group("external modules (npm:, jsr:, URL imports)")
+    mods.add_argument(
+        "--allow-external-modules",
+        action="store_true",
+        help="let code import npm:, jsr: and http(s) modules; the server downloads and bundles "
+        "them (the sandbox never gets a network), narrowed by 'import' policies if any",
+    )
+    mods.add_argument(
+        "--npm-registry",
+        default=ModuleSettings.npm_registry,
+        type=_http_url("--npm-registry"),
+        metavar="URL",
+        help=f"the npm registry (default {ModuleSettings.npm_registry})",
+    )
+    mods.add_argument(
+        "--jsr-registry",
+        default=ModuleSettings.jsr_registry,
+        type=_http_url("--jsr-registry"),
+        metavar="URL",
+        help=f"the JSR registry (default {ModuleSettings.jsr_registry})",
+    )
+    mods.add_argument(
+        "--module-cdn",
+        type=_http_url("--module-cdn"),
+        metavar="URL",
+        help="load npm: specifiers from this esm.sh-compatible CDN as URL imports "
+        "(e.g. https://esm.sh) instead of the npm registry",
+    )
     wasm = p.add_argument_group("preloaded WebAssembly")
     wasm.add_argument(
         "--wasm-module",
@@ -245,6 +275,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="server log level",
     )
     return p
+
+
+def _http_url(name: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        parts = urlsplit(text)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise argparse.ArgumentTypeError(f"{name} must be an http:// or https:// URL: {text!r}")
+        return text.rstrip("/") + "/"
+
+    return parse
 
 
 def _default_deno() -> str:
@@ -303,6 +343,12 @@ def settings_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser
             ),
         ),
         session_id=args.session_id,
+        modules=ModuleSettings(
+            enabled=args.allow_external_modules,
+            npm_registry=args.npm_registry,
+            jsr_registry=args.jsr_registry,
+            cdn=args.module_cdn.rstrip("/") if args.module_cdn else None,
+        ),
         capabilities=CapabilitySettings(
             policies_json=args.policies_json,
             fetch_headers=tuple(args.fetch_header),

@@ -49,9 +49,7 @@ AMARO_INTEGRITY = (
 )
 # The import lexer, pinned the same way (a test checks the helper imports it).
 LEXER_VERSION = "3.0.5"
-LEXER_INTEGRITY = (
-    "sha512-RNq2lKJw53c7z9QRHeiKeA6Ez0oikOqiBGdmxQhKDxEiOX1g5QJR4IoFVwicn8uCZcRWNrXC3NZaJihgK7aEbg=="
-)
+LEXER_INTEGRITY = "sha512-RNq2lKJw53c7z9QRHeiKeA6Ez0oikOqiBGdmxQhKDxEiOX1g5QJR4IoFVwicn8uCZcRWNrXC3NZaJihgK7aEbg=="
 LOCK_NAME = f"strip-helper-amaro-{AMARO_VERSION}-lexer-{LEXER_VERSION}.lock"
 LOG_NAME = "strip-helper.log"
 
@@ -505,10 +503,10 @@ __all__ = [
     "LEXER_INTEGRITY",
     "LEXER_VERSION",
     "LOCK_NAME",
+    "LOG_NAME",
     "ImportDecl",
     "PreparedCell",
     "PreparedModule",
-    "LOG_NAME",
     "TypeStripper",
     "format_failure",
     "lockfile_text",

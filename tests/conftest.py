@@ -15,6 +15,7 @@ from supervisor.app import Services, running
 from supervisor.config import (
     CapabilitySettings,
     HttpSettings,
+    ModuleSettings,
     SandboxSettings,
     Settings,
     StorageSettings,
@@ -45,6 +46,7 @@ async def start_engine(
     *,
     stateful: bool = False,
     capabilities: CapabilitySettings | None = None,
+    modules: ModuleSettings | None = None,
     **sandbox: Any,
 ) -> AsyncIterator[Services]:
     """Run the real composition root over real Deno children; ``sandbox`` overrides settings.
@@ -61,6 +63,7 @@ async def start_engine(
             session_db_path=data_dir / "sessions",
         ),
         capabilities=capabilities or CapabilitySettings(),
+        modules=modules or ModuleSettings(),
     )
     async with running(settings) as services:
         yield services

@@ -1,4 +1,4 @@
-"""Capability calls of user code (``fetch``, ``fs``): validated, decided by policy, performed.
+"""Capability calls of user code (``fetch``, ``fs``, ``import``): validated, decided, performed.
 
 The child has no permissions; every call arrives as a ``Call`` frame, is
 checked like any untrusted input, goes to the category's policies (all must
@@ -22,6 +22,7 @@ from supervisor.brokers.models import (
     FsRequest,
     FsResponse,
 )
+from supervisor.modules import ModuleError, ModuleResolver
 from supervisor.policy import Decision, PolicyEngine
 
 logger = logging.getLogger(__name__)
@@ -36,8 +37,20 @@ def _str(args: dict[str, Any], name: str, default: str | None = None) -> str:
     return value
 
 
+_ALLOWED = Decision(allowed=True)
+
+
+async def _allow(policy_input: dict[str, Any]) -> Decision:
+    return _ALLOWED
+
+
 class Capabilities:
-    """Answers ``Call`` frames; a category without policies is not enabled."""
+    """Answers ``Call`` frames.
+
+    ``fetch`` and ``fs`` are enabled by having policies; ``import`` by having
+    a module resolver (``--allow-external-modules``), and its policies, when
+    there are any, narrow it.
+    """
 
     def __init__(
         self,
@@ -45,13 +58,17 @@ class Capabilities:
         *,
         fetch: FetchBroker | None = None,
         fs: FsBroker | None = None,
+        modules: ModuleResolver | None = None,
     ) -> None:
         self.policies = policies
         self.fetch = fetch
         self.fs = fs
+        self.modules = modules
 
     async def aclose(self) -> None:
-        """Close the policies' and the fetch broker's connections."""
+        """Close the policies', the fetch broker's and the module resolver's connections."""
+        if self.modules is not None:
+            await self.modules.aclose()
         if self.fetch is not None:
             await self.fetch.aclose()
         if self.policies is not None:
@@ -73,6 +90,8 @@ class Capabilities:
                 value, data = await self._fetch(call.args, blob)
             elif call.capability == "fs":
                 value, data = await self._fs(call.args, blob)
+            elif call.capability == "import":
+                value, data = await self._import(call.args)
             else:
                 raise BrokerError("ENOTSUP", f"{call.capability} is not a capability")
         except BrokerError as exc:
@@ -111,6 +130,22 @@ class Capabilities:
             "headers": [list(pair) for pair in response.headers],
         }
         return value, response.body
+
+    async def _import(self, args: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
+        if self.modules is None:
+            raise BrokerError(
+                "ENOTSUP",
+                "importing external modules is not enabled on this server "
+                "(start it with --allow-external-modules)",
+            )
+        specifier = _str(args, "specifier")
+        policies = self.policies
+        decide = self._decider("import") if policies and policies.has("import") else _allow
+        try:
+            module = await self.modules.resolve(specifier, decide)
+        except ModuleError as exc:
+            raise BrokerError(exc.code, exc.message) from None
+        return {"format": module.format, "sha256": module.sha256}, module.source
 
     async def _fs(self, args: dict[str, Any], data: bytes) -> tuple[dict[str, Any], bytes]:
         decide = self._decider("fs")

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
+from protocol import ImportBinding, ImportName
 from supervisor.config import SandboxSettings
 from supervisor.errors import (
     CorruptSnapshot,
@@ -60,7 +61,8 @@ class _Live:
     """What the engine holds for an execution that has not finished."""
 
     sink: OutputSink
-    source: str  # the code as the sandbox runs it (TypeScript types stripped)
+    source: str  # the code as the sandbox runs it (types stripped, static imports taken out)
+    imports: tuple[ImportBinding, ...] = ()
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
     done: anyio.Event = field(default_factory=anyio.Event)
     flush_lock: anyio.Lock = field(default_factory=anyio.Lock)
@@ -117,7 +119,7 @@ class Engine:
             self.heaps is None or not await self.heaps.exists(request.heap)
         ):
             raise HeapNotFound(f"heap not found: {request.heap}")
-        source = await self._to_javascript(request.code)
+        source, imports = await self._to_javascript(request.code)
         record = ExecutionRecord(
             execution_id=str(uuid.uuid4()),
             status=ExecutionStatus.QUEUED,
@@ -130,7 +132,7 @@ class Engine:
             tags=request.tags,
         )
         await self.store.create(record)
-        live = _Live(OutputSink(self.settings.output_limit_bytes), source=source)
+        live = _Live(OutputSink(self.settings.output_limit_bytes), source=source, imports=imports)
         self._live[record.execution_id] = live
         self._tg.start_soon(self._run_one, record, live)
         return record
@@ -193,6 +195,7 @@ class Engine:
                         restore=restore,
                         calls=self.calls,
                         wasm=self._wasm_for(live.source, restore),
+                        imports=live.imports,
                     )
                     if outcome.snapshot is not None:
                         heap = await self._keep_snapshot(record, outcome.snapshot)
@@ -284,8 +287,8 @@ class Engine:
             if module.mentioned_in(code) or module.mentioned_in(restored)
         )
 
-    async def _to_javascript(self, code: str) -> str:
-        """Strip TypeScript types, keeping lines and columns where they were.
+    async def _to_javascript(self, code: str) -> tuple[str, tuple[ImportBinding, ...]]:
+        """Strip TypeScript types and take static imports out, keeping lines and columns.
 
         Code the stripper cannot parse runs as it is, so V8 reports the syntax
         error with its position; constructs that need transformation are
@@ -293,16 +296,26 @@ class Engine:
         package registry on first use, say) code runs as JavaScript.
         """
         if self.typescript is None:
-            return code
+            return code, ()
         try:
-            return await self.typescript.strip(code)
+            prepared = await self.typescript.prepare(code)
         except InvalidRequest as exc:
             if "syntax error" in exc.message:
-                return code
+                return code, ()
             raise
         except SandboxUnavailable as exc:
             logger.warning("running code unstripped: %s", exc.message)
-            return code
+            return code, ()
+        imports = tuple(
+            ImportBinding(
+                specifier=decl.specifier,
+                default=decl.default,
+                namespace=decl.namespace,
+                named=[ImportName(imported=i, local=local) for i, local in decl.named],
+            )
+            for decl in prepared.imports
+        )
+        return prepared.code, imports
 
     def _limits(self, record: ExecutionRecord) -> Limits:
         return Limits(

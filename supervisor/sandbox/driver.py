@@ -18,6 +18,7 @@ from protocol import (
     CallError,
     Done,
     ErrorInfo,
+    ImportBinding,
     Lost,
     Output,
     OutputStream,
@@ -89,6 +90,7 @@ async def execute(
     restore: bytes | None = None,
     calls: CallHandler | None = None,
     wasm: Sequence[tuple[str, bytes, bool]] = (),
+    imports: Sequence[ImportBinding] = (),
 ) -> Outcome:
     """Run ``code`` in ``child`` (which must have sent ``Ready``) and return the outcome.
 
@@ -122,6 +124,7 @@ async def execute(
                             WasmPreload(name=name, size=len(data), instantiate=instantiate)
                             for name, data, instantiate in wasm
                         ],
+                        imports=list(imports),
                     ),
                     (restore or b"") + b"".join(data for _, data, _ in wasm),
                 )
