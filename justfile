@@ -30,6 +30,7 @@ bench *ARGS:
     {{bin}}/python -m bench.policy_bench
     {{bin}}/python -m bench.fetch_bench
     {{bin}}/python -m bench.typescript_bench
+    {{bin}}/python -m bench.import_bench
 
 # Regenerate sandbox_host/wire.js from protocol/frames.py
 wire:

@@ -39,6 +39,8 @@ REQUIREMENTS: dict[str, str] = {
     "fetch:no-ssrf": "the address dialed is the one the policy saw: no numeric or DNS trick",
     "fetch:no-secret-leak": "injected headers and OAuth secrets never reach other hosts or output",
     "policy:fail-closed": "undefined decisions, broken policies and unreachable OPA deny",
+    "import:off-by-default": "no module is resolved or downloaded without --allow-external-modules",
+    "import:policy-every-module": "every module of an import graph is decided before its download",
 }
 
 F = TypeVar("F", bound=Callable[..., object])
