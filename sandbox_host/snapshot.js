@@ -129,6 +129,14 @@ function walk(root, visit) {
  * This visits every object once, so it is written for speed.
  */
 function repackArrays(root) {
+  const isObject = (v) => v !== null && typeof v === "object";
+  const isLeaf = (value) => {
+    if (Object.getPrototypeOf(value) !== Object.prototype) return false;
+    for (const key in value) {
+      if (isObject(value[key])) return false;
+    }
+    return true;
+  };
   const packed = new Map();
   const seen = new Set([root]);
   const stack = [root];
@@ -149,13 +157,16 @@ function repackArrays(root) {
       }
       child = copy;
     }
+    // A plain object holding no object is a leaf: nothing to repack below it,
+    // so it needs no place in `seen` (most of a big state is leaves, and
+    // the Set would be most of the cost).
+    if (!Array.isArray(child) && isLeaf(child)) return child;
     if (!seen.has(child)) {
       seen.add(child);
       stack.push(child);
     }
     return child;
   };
-  const isObject = (v) => v !== null && typeof v === "object";
   while (stack.length) {
     const value = stack.pop();
     if (Array.isArray(value)) {

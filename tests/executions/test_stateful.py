@@ -338,6 +338,13 @@ async def test_the_same_code_run_twice_from_scratch_gives_the_same_heap(
     [
         pytest.param("", id="objects-maps-sets-bigint-functions-instances"),
         pytest.param("const list = [1, 2, 3];", id="a-packed-array"),
+        pytest.param(
+            "const rows = [{id: 1, tags: ['a', 'b'], meta: {seen: [true]}}, {id: 2, tags: []}];"
+            "const matrix = [[1, 2], [3, 4]]; const byKey = new Map([['k', [{n: [1]}]]]);"
+            "const leaves = Array.from({length: 50}, (_, i) => ({i, name: 'n' + i}));"
+            "const shared = [1]; const twice = {a: shared, b: {c: shared}};",
+            id="arrays-nested-in-objects-maps-and-arrays",
+        ),
     ],
 )
 async def test_resuming_and_changing_nothing_gives_the_same_heap(
