@@ -215,7 +215,7 @@ class Engine:
                     child.kill()
                 await self._finish(record, live, status, outcome, error, heap)
                 if child is not None:
-                    await child.close(self.settings.shutdown_grace_s)
+                    await self.pool.release(child)
 
     async def _finish(
         self,
