@@ -20,10 +20,13 @@ from supervisor.typescript import (
     AMARO_INTEGRITY,
     AMARO_VERSION,
     HELPER,
+    LEXER_INTEGRITY,
+    LEXER_VERSION,
     LOG_NAME,
     TypeStripper,
     format_failure,
     lockfile_text,
+    needs_helper,
     strip_helper_argv,
     strip_helper_env,
 )
@@ -71,13 +74,64 @@ def test_the_helper_environment_is_its_cache_and_the_way_to_the_registry() -> No
     }
 
 
-def test_the_helper_imports_exactly_the_pinned_amaro_version() -> None:
+@pytest.mark.parametrize(
+    "code",
+    [
+        "let x: number = 1",
+        "f<string>(x)",
+        "let y = <T>x",
+        "x!.y",
+        "x as T",
+        "x satisfies T",
+        "enum E { A }",
+        "interface I {}",
+        "type T = 1",
+        "namespace N {}",
+        "module M {}",
+        "declare const x",
+        "abstract class A {}",
+        "class A implements B {}",
+        "class A { private x = 1 }",
+        "class A { readonly x = 1 }",
+        "class A { override m() {} }",
+        "function f(a?) {}",
+        "@dec class A {}",
+        "import x from 'y'",
+        "await import('y')",
+        ANNOTATED,
+    ],
+)
+def test_anything_that_may_be_typescript_or_import_goes_to_the_helper(code: str) -> None:
+    assert needs_helper(code)
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "1 + 1",
+        "Math.max(1, 2) * 3",
+        "[1, 2].map((x) => x * 2)",
+        "let total = 0; for (const n of [1, 2]) total += n; total",
+        "`${1 + 1}`",
+        "await Promise.resolve(1)",
+    ],
+)
+def test_plain_javascript_without_types_or_imports_skips_the_helper(code: str) -> None:
+    assert not needs_helper(code)
+
+
+def test_the_helper_imports_exactly_the_pinned_amaro_and_lexer_versions() -> None:
     source = HELPER.read_text(encoding="utf-8")
     assert re.findall(r'from "npm:amaro@([^"]+)"', source) == [AMARO_VERSION]
+    assert re.findall(r'from "npm:es-module-lexer@([^"]+)"', source) == [LEXER_VERSION]
     assert f'AMARO_VERSION = "{AMARO_VERSION}"' in source
     lock = json.loads(lockfile_text())
-    assert lock["specifiers"] == {f"npm:amaro@{AMARO_VERSION}": AMARO_VERSION}
+    assert lock["specifiers"] == {
+        f"npm:amaro@{AMARO_VERSION}": AMARO_VERSION,
+        f"npm:es-module-lexer@{LEXER_VERSION}": LEXER_VERSION,
+    }
     assert lock["npm"][f"amaro@{AMARO_VERSION}"]["integrity"] == AMARO_INTEGRITY
+    assert lock["npm"][f"es-module-lexer@{LEXER_VERSION}"]["integrity"] == LEXER_INTEGRITY
 
 
 def test_failures_name_the_construct_or_the_syntax_error_with_line_and_column() -> None:
@@ -301,6 +355,75 @@ async def test_top_level_await_with_type_arguments_is_kept(stripper: TypeStrippe
 
 
 @pytest.mark.deno
+# --- imports: what the sandbox loads before a cell, and a module's dependencies -------------
+
+
+async def test_a_cells_static_imports_are_described_and_blanked_in_place(
+    stripper: TypeStripper,
+) -> None:
+    code = (
+        'import _, { a as b, "x y" as c } from "npm:lodash-es@4.17.21";\n'
+        "import * as ns from 'https://example.test/m.ts' // why\n"
+        'import type { T } from "./types.ts";\n'
+        'import "npm:side-effect";\n'
+        "const n: number = 1; n"
+    )
+    prepared = await stripper.prepare(code)
+    assert [(i.specifier, i.default, i.namespace, i.named) for i in prepared.imports] == [
+        ("npm:lodash-es@4.17.21", "_", None, (("a", "b"), ("x y", "c"))),
+        ("https://example.test/m.ts", None, "ns", ()),
+        ("npm:side-effect", None, None, ()),
+    ]
+    lines = prepared.code.split("\n")
+    assert len(lines) == len(code.split("\n"))
+    assert lines[0].strip() in ("", ";") and lines[2].strip() == ""
+    assert lines[1].strip() == "// why"
+    assert evaluate(prepared.code) == 1
+
+
+async def test_dynamic_import_goes_to_the_sandbox_loader_with_columns_kept(
+    stripper: TypeStripper,
+) -> None:
+    code = 'const m = await import("npm:zod"); const s = "import(\'no\')"; m'
+    prepared = await stripper.prepare(code)
+    assert prepared.imports == ()
+    assert prepared.code == code.replace('import("npm:zod")', '__mcpi("npm:zod")')
+
+
+async def test_an_import_clause_that_cannot_be_read_is_refused(stripper: TypeStripper) -> None:
+    with pytest.raises(InvalidRequest):
+        await stripper.prepare('import { a as } from "x"')
+
+
+async def test_a_module_gets_absolute_specifiers_and_lists_its_dependencies(
+    stripper: TypeStripper,
+) -> None:
+    source = (
+        'import { b } from "./b.ts"; export * from "../c.js";\n'
+        "const x: number = 1; export default await import('./d.js');\n"
+        'import type { T } from "./t.ts"; import "npm:y"; export { x };'
+    )
+    prepared = await stripper.prepare_module(source, "http://127.0.0.1:9/a/m.ts", typescript=True)
+    assert prepared.dependencies == (
+        "http://127.0.0.1:9/a/b.ts",
+        "http://127.0.0.1:9/c.js",
+        "http://127.0.0.1:9/a/d.js",
+        "npm:y",
+    )
+    assert 'from "http://127.0.0.1:9/a/b.ts"' in prepared.code
+    assert 'import("http://127.0.0.1:9/a/d.js")' in prepared.code
+    assert ": number" not in prepared.code
+
+
+async def test_a_module_that_does_not_parse_is_refused_naming_its_url(
+    stripper: TypeStripper,
+) -> None:
+    with pytest.raises(InvalidRequest, match=re.escape("http://127.0.0.1:9/bad.js")):
+        await stripper.prepare_module(
+            "export const a = `unterminated", "http://127.0.0.1:9/bad.js", typescript=False
+        )
+
+
 async def test_concurrent_strips_each_get_their_own_result(stripper: TypeStripper) -> None:
     results: dict[int, str] = {}
 

@@ -34,7 +34,7 @@ from supervisor.store import (
     NotPersisted,
     OutputPage,
 )
-from supervisor.typescript import TypeStripper
+from supervisor.typescript import TypeStripper, needs_helper
 from supervisor.wasm import WasmModule
 
 
@@ -295,7 +295,7 @@ class Engine:
         refused (:class:`InvalidRequest`). Without a working stripper (no
         package registry on first use, say) code runs as JavaScript.
         """
-        if self.typescript is None:
+        if self.typescript is None or not needs_helper(code):
             return code, ()
         try:
             prepared = await self.typescript.prepare(code)
