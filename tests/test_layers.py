@@ -27,6 +27,7 @@ LAYERS: list[set[str]] = [
         "supervisor.policy",
         "supervisor.typescript",
         "supervisor.wasm",
+        "supervisor.modules",
     },
     {"protocol", "supervisor.config", "supervisor.errors", "supervisor.db"},
 ]
@@ -105,6 +106,7 @@ def test_the_protocol_package_depends_on_msgspec_alone() -> None:
         "supervisor.sessions",
         "supervisor.brokers",
         "supervisor.policy",
+        "supervisor.modules",
         "supervisor.web",
     ],
 )

@@ -199,9 +199,10 @@ async def test_a_policy_denial_fails_the_import_and_nothing_is_downloaded(
     importing: Services, module_server: _ModuleServer
 ) -> None:
     url = base_url(module_server)
-    error = await failure(importing, f'import {{ secret }} from "{url}/denied/secret.js";\nsecret')
+    code = 'import {{ secret }} from "{}";\nsecret'
+    error = await failure(importing, code.format(f"{url}/denied/secret.js"))
     assert "denied" in error and "/denied/secret.js" in error
-    error = await failure(importing, f'import {{ secret }} from "{url}/lib/uses-denied.js";\nsecret')
+    error = await failure(importing, code.format(f"{url}/lib/uses-denied.js"))
     assert "denied" in error and "/denied/secret.js" in error
     assert module_server.hits.get("/denied/secret.js", 0) == 0
 
@@ -244,7 +245,7 @@ async def test_imported_bindings_survive_a_snapshot_without_downloading_again(
         importing,
         f'import _ from "{LODASH}";\nimport {{ greet }} from "{url}";\n'
         f'const {{ shout }} = await import("{base_url(module_server)}/lib/util/shout.js");\n'
-        "var kept = 'state'",
+        "var kept = 'state'; kept",
     )
     assert heap is not None
     hits = dict(module_server.hits)
