@@ -21,7 +21,10 @@ import httpx
 
 PACKAGE = "@sqlite.org/sqlite-wasm"
 VERSION = "3.54.1-build1"  # keep in step with the import in sqlite.js
-INTEGRITY = "sha512-foW427VBLJ3G87bsnvQTZCc9zYe0Fq1wH0pz1I6BlKLKXcArIAyTkHtq0iT2llmhcMQt9T/p6l5PpQQh+6O8uQ=="
+INTEGRITY = (
+    "sha512-foW427VBLJ3G87bsnvQTZCc9zYe0Fq1wH0pz1I6B"
+    "lKLKXcArIAyTkHtq0iT2llmhcMQt9T/p6l5PpQQh+6O8uQ=="
+)
 MEMBER = "package/dist/sqlite3.wasm"
 REGISTRY = "https://registry.npmjs.org/"
 

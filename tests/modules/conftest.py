@@ -46,9 +46,10 @@ def cache_dir(tmp_path: Path, shared_deno_dir: Path) -> Path:
     return root
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 async def stripper() -> AsyncIterator[TypeStripper]:
-    """One warm TypeScript helper, on the cache the server itself uses (no new download)."""
+    """One warm TypeScript helper per test module (so none outlives its module's checks),
+    on the cache the server itself uses (no new download)."""
     ts = TypeStripper(DENO, default_cache_dir() / "typescript")
     with anyio.fail_after(WAIT_BOUND_S):
         await ts.start()

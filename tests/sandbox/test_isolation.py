@@ -204,9 +204,16 @@ async def test_remote_imports_are_refused_without_any_request(
 
 @guards("sandbox:no-remote-code")
 async def test_npm_and_https_imports_fail_without_a_download(services: Services) -> None:
+    # The cell's import() goes to the server's loader, off without --allow-external-modules.
     npm = await run(services, "await import('npm:left-pad@1.3.0')")
+    assert_denied(npm, "--allow-external-modules")
+    static = await run(services, "import pad from 'https://deno.land/std@0.224.0/version.ts'; pad")
+    assert_denied(static, "--allow-external-modules")
+    # An import() the server never saw (built at run time) reaches Deno itself, which refuses.
+    native = "const load = new Function('s', 'return import(s)');\n"
+    npm = await run(services, native + "await load('npm:left-pad@1.3.0')")
     assert_denied(npm, "--no-npm")
-    remote = await run(services, "await import('https://deno.land/std@0.224.0/version.ts')")
+    remote = await run(services, native + "await load('https://deno.land/std@0.224.0/version.ts')")
     assert_denied(remote, "--no-remote")
 
 
