@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 import msgspec
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 
 OutputStream = Literal["log", "warn", "error"]
 
@@ -76,7 +76,14 @@ class Call(msgspec.Struct, frozen=True, tag="call", forbid_unknown_fields=True):
     args: dict[str, Any] = {}
 
 
-ChildFrame = Ready | Output | Done | Call
+class Preloaded(msgspec.Struct, frozen=True, tag="preloaded", forbid_unknown_fields=True):
+    """The modules of a ``Preload`` were evaluated (or ``error`` says why not)."""
+
+    ok: bool
+    error: ErrorInfo | None = None
+
+
+ChildFrame = Ready | Output | Done | Call | Preloaded
 
 
 # --- host -> child ---------------------------------------------------------
@@ -124,6 +131,26 @@ class Run(msgspec.Struct, frozen=True, tag="run", forbid_unknown_fields=True):
     imports: list[ImportBinding] = []
 
 
+class PreloadModule(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One bundle in a ``Preload`` blob (in list order): its specifier and format."""
+
+    specifier: str
+    format: str
+    size: int
+
+
+class Preload(msgspec.Struct, frozen=True, tag="preload", forbid_unknown_fields=True):
+    """Evaluate these module bundles now, before the ``Run`` (which may never come).
+
+    Sent to a ready child set aside for executions that import exactly these
+    modules, so their evaluation is off the execution's path. Console output
+    from it is captured (under ``output_limit_bytes``) and sent as usual.
+    """
+
+    modules: list[PreloadModule]
+    output_limit_bytes: int
+
+
 class CallError(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Why a capability call failed: a Node-like ``code`` (``ENOENT``, ``EPOLICY``...)."""
 
@@ -141,4 +168,4 @@ class Reply(msgspec.Struct, frozen=True, tag="reply", forbid_unknown_fields=True
     error: CallError | None = None
 
 
-HostFrame = Run | Reply
+HostFrame = Run | Reply | Preload

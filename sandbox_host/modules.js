@@ -31,8 +31,10 @@ function commonJsNamespace(exports) {
 
 async function evaluateBundle(specifier, format, source) {
   if (format === "cjs") {
+    // `0, function` and not `(function`: a parenthesized function is compiled
+    // eagerly, before it is called (~3 ms more for lodash).
     const [factory, error] = moduleCore.evalContext(
-      `(function (module, exports) {${source}\n})`,
+      `0, function (module, exports) {${source}\n}`,
       specifier,
     );
     if (error) throw error.thrown;
@@ -51,6 +53,16 @@ async function evaluateBundle(specifier, format, source) {
 async function fetchModule(specifier) {
   const { value, blob } = await call("import", { specifier });
   return evaluateBundle(specifier, value.format, moduleText.decode(blob ?? new Uint8Array()));
+}
+
+/** Evaluate bundles handed over ahead of the run (`Preload`): later imports find them loaded. */
+export async function preloadModules(modules, blob) {
+  let offset = 0;
+  for (const { specifier, format, size } of modules) {
+    const source = moduleText.decode(blob.subarray(offset, offset + size));
+    offset += size;
+    namespaces.set(specifier, Promise.resolve(await evaluateBundle(specifier, format, source)));
+  }
 }
 
 /** `import(specifier)` for user code: node: built-ins natively, anything else brokered. */

@@ -9,7 +9,13 @@ import { serveReplies } from "./calls.js";
 import { installCapabilities } from "./capabilities.js";
 import { FrameReader, send } from "./channel.js";
 import { makeConsole } from "./console.js";
-import { bindImports, importedGlobals, installModuleLoader, restoreImports } from "./modules.js";
+import {
+  bindImports,
+  importedGlobals,
+  installModuleLoader,
+  preloadModules,
+  restoreImports,
+} from "./modules.js";
 import { describeError, renderResult, USER_URL } from "./render.js";
 import { recordBaseline, restoreSnapshot, takeSnapshot } from "./snapshot.js";
 import { PROTOCOL_VERSION } from "./wire.js";
@@ -182,23 +188,50 @@ addEventListener("beforeunload", (event) => {
 });
 
 send({ type: "ready", protocol: PROTOCOL_VERSION, deno: Deno.version.deno, v8: Deno.version.v8 });
-let frame;
-let restoreBlob;
 const reader = new FrameReader();
-try {
-  ({ frame, blob: restoreBlob } = await reader.next());
-} catch {
-  Deno.exit(70); // the supervisor went away before sending work
+
+async function nextFrame() {
+  try {
+    return await reader.next();
+  } catch {
+    Deno.exit(70); // the supervisor went away before sending work
+  }
+}
+
+let capture = null;
+
+/** Console calls and raw writes to stdout/stderr become output frames (never the channel). */
+function captureOutput(limit) {
+  capture = makeConsole((stream, text) => send({ type: "output", stream, text }), limit);
+  globalThis.console = capture.console;
+  const rawText = new TextDecoder();
+  for (const [target, stream] of [[Deno.stdout, "log"], [Deno.stderr, "error"]]) {
+    target.writeSync = (bytes) => {
+      capture.write(stream, rawText.decode(bytes));
+      return bytes.byteLength;
+    };
+    target.write = (bytes) => Promise.resolve(target.writeSync(bytes));
+  }
+}
+
+let { frame, blob: restoreBlob } = await nextFrame();
+// A child set aside for executions that import exactly these modules
+// evaluates them first; its Run comes later (or never: then it is discarded).
+if (frame.type === "preload") {
+  captureOutput(frame.output_limit_bytes);
+  try {
+    await preloadModules(frame.modules, restoreBlob ?? new Uint8Array());
+  } catch (error) {
+    send({ type: "preloaded", ok: false, error: describeError(error, USER_URL) });
+    Deno.exit(0);
+  }
+  send({ type: "preloaded", ok: true });
+  ({ frame, blob: restoreBlob } = await nextFrame());
 }
 if (frame.type !== "run" || frame.protocol !== PROTOCOL_VERSION) {
   fail(new Error(`sandbox expected a run frame of protocol ${PROTOCOL_VERSION}`));
 }
-
-const capture = makeConsole(
-  (stream, text) => send({ type: "output", stream, text }),
-  frame.output_limit_bytes,
-);
-globalThis.console = capture.console;
+if (capture === null) captureOutput(frame.output_limit_bytes);
 
 // From here on stdin carries replies to capability calls; its EOF (the
 // supervisor died) ends this process. The read keeps the event loop alive
@@ -206,15 +239,6 @@ globalThis.console = capture.console;
 serveReplies(reader);
 installCapabilities();
 installModuleLoader();
-// Raw writes to stdout/stderr become output too, instead of corrupting the channel.
-const rawText = new TextDecoder();
-for (const [target, stream] of [[Deno.stdout, "log"], [Deno.stderr, "error"]]) {
-  target.writeSync = (bytes) => {
-    capture.write(stream, rawText.decode(bytes));
-    return bytes.byteLength;
-  };
-  target.write = (bytes) => Promise.resolve(target.writeSync(bytes));
-}
 
 /** Start evaluating the cell; returns a Promise of its completion value, or null if it already failed. */
 function evaluate(code) {

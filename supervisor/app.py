@@ -17,6 +17,7 @@ from supervisor.config import CapabilitySettings, Settings, StorageSettings
 from supervisor.errors import ConfigError, McpV8Error, StorageError
 from supervisor.executions import Engine
 from supervisor.executions.capabilities import Capabilities
+from supervisor.executions.warm import WarmChildren, default_limits
 from supervisor.heaps import (
     CachedSnapshotStore,
     LocalSnapshotStore,
@@ -156,6 +157,11 @@ async def running(settings: Settings) -> AsyncIterator[Services]:
         pool = SandboxPool(settings.sandbox, sandbox_host.BOOTSTRAP, cgroups, boot=boot)
         version = await pool.check()
         logger.info("sandbox ready: %s", version)
+        warm = None
+        if modules is not None:
+            warm = WarmChildren(
+                settings.sandbox, pool, capabilities, default_limits(settings.sandbox, pool)
+            )
         engine = Engine(
             settings.sandbox,
             pool,
@@ -165,6 +171,7 @@ async def running(settings: Settings) -> AsyncIterator[Services]:
             calls=capabilities,
             typescript=stripper,
             wasm=wasm,
+            warm=warm,
         )
         async with anyio.create_task_group() as tg:
             await tg.start(pool.run)

@@ -22,7 +22,7 @@ from supervisor.brokers.models import (
     FsRequest,
     FsResponse,
 )
-from supervisor.modules import ModuleError, ModuleResolver
+from supervisor.modules import ModuleError, ModuleResolver, ResolvedModule
 from supervisor.policy import Decision, PolicyEngine
 
 logger = logging.getLogger(__name__)
@@ -131,20 +131,23 @@ class Capabilities:
         }
         return value, response.body
 
-    async def _import(self, args: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
+    async def resolve_import(self, specifier: str) -> ResolvedModule:
+        """The bundle of an import, decided by the ``import`` policies; :class:`BrokerError`."""
         if self.modules is None:
             raise BrokerError(
                 "ENOTSUP",
                 "importing external modules is not enabled on this server "
                 "(start it with --allow-external-modules)",
             )
-        specifier = _str(args, "specifier")
         policies = self.policies
         decide = self._decider("import") if policies and policies.has("import") else _allow
         try:
-            module = await self.modules.resolve(specifier, decide)
+            return await self.modules.resolve(specifier, decide)
         except ModuleError as exc:
             raise BrokerError(exc.code, exc.message) from None
+
+    async def _import(self, args: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
+        module = await self.resolve_import(_str(args, "specifier"))
         return {"format": module.format, "sha256": module.sha256}, module.source
 
     async def _fs(self, args: dict[str, Any], data: bytes) -> tuple[dict[str, Any], bytes]:

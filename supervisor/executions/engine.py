@@ -22,6 +22,7 @@ from supervisor.errors import (
 )
 from supervisor.executions.output import OutputSink
 from supervisor.executions.requests import RunRequest
+from supervisor.executions.warm import WarmChildren
 from supervisor.heaps import SnapshotStore
 from supervisor.sandbox import CallHandler, Child, Limits, Outcome, SandboxPool, execute
 from supervisor.sessions import SessionStore
@@ -82,6 +83,7 @@ class Engine:
         calls: CallHandler | None = None,
         typescript: TypeStripper | None = None,
         wasm: tuple[WasmModule, ...] = (),
+        warm: WarmChildren | None = None,
     ) -> None:
         self.settings = settings
         self.pool = pool
@@ -91,17 +93,22 @@ class Engine:
         self.calls = calls
         self.typescript = typescript
         self.wasm = wasm
+        self.warm = warm
         self._slots = anyio.Semaphore(max(1, settings.max_concurrent_executions))
         self._live: dict[str, _Live] = {}
         self._tg: TaskGroup | None = None
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Serve until cancelled; running executions are cancelled with it."""
-        async with anyio.create_task_group() as tg:
-            self._tg = tg
-            tg.start_soon(self._flusher)
-            task_status.started()
-            await anyio.sleep_forever()
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                tg.start_soon(self._flusher)
+                task_status.started()
+                await anyio.sleep_forever()
+        finally:
+            if self.warm is not None:
+                await self.warm.aclose()
 
     @property
     def stateful(self) -> bool:
@@ -184,7 +191,7 @@ class Engine:
             with live.scope:
                 async with self._slots:
                     restore = await self._load_heap(record)
-                    child = await self.pool.acquire(record.heap_memory_max_mb)
+                    child = await self._child_for(record, live)
                     await self.store.mark_running(execution_id, utc_now())
                     outcome = await execute(
                         child,
@@ -216,6 +223,20 @@ class Engine:
                 await self._finish(record, live, status, outcome, error, heap)
                 if child is not None:
                     await self.pool.release(child)
+
+    async def _child_for(self, record: ExecutionRecord, live: _Live) -> Child:
+        """A child set aside with this run's imports evaluated, or a plain one from the pool."""
+        key = tuple(binding.specifier for binding in live.imports)
+        if self.warm is None or not key:
+            return await self.pool.acquire(record.heap_memory_max_mb)
+        warm = await self.warm.take(key, record.heap_memory_max_mb)
+        if self._tg is not None:
+            self.warm.prepare(key, self._tg)  # for the next run with these imports
+        if warm is None:
+            return await self.pool.acquire(record.heap_memory_max_mb)
+        for stream, text in warm.output:
+            live.sink.write(stream, text)
+        return warm.child
 
     async def _finish(
         self,

@@ -22,6 +22,9 @@ from protocol import (
     Lost,
     Output,
     OutputStream,
+    Preload,
+    Preloaded,
+    PreloadModule,
     Ready,
     Reply,
     Run,
@@ -141,6 +144,74 @@ async def execute(
         return outcome
     assert gone is not None
     return await _explain_exit(child, gone, limits, over_memory, deadline_at)
+
+
+async def preload(
+    child: Child,
+    modules: Sequence[tuple[str, str, bytes]],
+    limits: Limits,
+) -> list[tuple[OutputStream, str]]:
+    """Have a ready child evaluate module bundles ``(specifier, format, source)`` ahead of its run.
+
+    Returns the console output the modules printed (it belongs to the run
+    that will use the child). The memory cap holds as in a run, and
+    ``limits.timeout_s`` bounds the whole evaluation; a child that fails,
+    overruns or leaves the protocol raises :class:`ChildGone` (it is killed).
+    """
+    output: list[tuple[OutputStream, str]] = []
+    over_memory: list[int] = []
+
+    def memory_exceeded(rss: int) -> None:
+        over_memory.append(rss)
+        child.kill()
+
+    failure: str | None = None
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(
+            watch_rss, child.pid, limits.rss_cap_bytes, limits.poll_interval_s, memory_exceeded
+        )
+        with anyio.move_on_after(limits.timeout_s) as deadline:
+            try:
+                await child.send(
+                    Preload(
+                        modules=[
+                            PreloadModule(specifier=spec, format=fmt, size=len(source))
+                            for spec, fmt, source in modules
+                        ],
+                        output_limit_bytes=limits.output_limit_bytes,
+                    ),
+                    b"".join(source for _, _, source in modules),
+                )
+                failure = await _await_preloaded(child, output)
+            except ChildGone as exc:
+                failure = str(exc)
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                failure = "the sandbox process closed its input"
+        tg.cancel_scope.cancel()
+    if deadline.cancelled_caught:
+        failure = f"evaluating the modules took over {limits.timeout_s:g} s"
+    if over_memory:
+        failure = f"evaluating the modules used {over_memory[0] // MIB} MiB, over the cap"
+    if failure is not None:
+        child.kill()
+        raise ChildGone(failure)
+    return output
+
+
+async def _await_preloaded(child: Child, output: list[tuple[OutputStream, str]]) -> str | None:
+    """Read frames until ``Preloaded``: None when it went well, else why not."""
+    while True:
+        for frame, _blob in await child.receive_batch():
+            match frame:
+                case Output(stream=stream, text=text):
+                    output.append((stream, text))
+                case Preloaded(ok=True):
+                    return None
+                case Preloaded(error=error):
+                    info = error or ErrorInfo(name="Error", message="module evaluation failed")
+                    return format_error(info)
+                case _:
+                    return f"the sandbox sent {type(frame).__name__} while preloading"
 
 
 async def _collect(

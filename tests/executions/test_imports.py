@@ -12,12 +12,13 @@ from collections.abc import AsyncIterator, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import anyio
 import pytest
 
 from supervisor.app import Services
 from supervisor.config import CapabilitySettings, ModuleSettings
 from tests._requirements import guards
-from tests.conftest import run, start_engine
+from tests.conftest import output_of, run, start_engine
 
 pytestmark = [pytest.mark.deno, pytest.mark.anyio]
 
@@ -38,6 +39,8 @@ MODULES = {
     "/lib/tla.js": "export const answer = await Promise.resolve(42);\n",
     "/lib/uses-denied.js": "export { secret } from '/denied/secret.js';\n",
     "/denied/secret.js": "export const secret = 'leaked';\n",
+    "/lib/noisy.js": "console.log('noisy loaded');\nexport const noise = 'n';\n",
+    "/lib/fails.js": "throw new Error('module init failed');\n",
 }
 
 
@@ -184,6 +187,35 @@ async def test_a_module_is_downloaded_once_and_shared_by_later_executions(
         result, _heap = await completed(importing, f'import {{ bump }} from "{url}";\nbump()')
         assert result == "1"
     assert module_server.hits["/lib/counter.js"] == 1
+
+
+async def test_output_of_module_evaluation_belongs_to_each_run_that_imports_it(
+    importing: Services, module_server: _ModuleServer
+) -> None:
+    # The second and later runs get a child that evaluated the module ahead of
+    # time: what the module printed is still theirs, once.
+    url = f"{base_url(module_server)}/lib/noisy.js"
+    assert importing.engine.warm is not None
+    handed_out = importing.engine.warm.handed_out
+    for i in range(3):
+        await anyio.sleep(0.5)  # time to set a child aside
+        record = await run(
+            importing, f'import {{ noise }} from "{url}";\nconsole.log(noise, {i}); noise'
+        )
+        assert record.status.value == "completed", record.error
+        assert await output_of(importing, record) == f"noisy loaded\nn {i}\n"
+    assert importing.engine.warm.handed_out == handed_out + 2
+
+
+async def test_a_module_that_throws_while_evaluating_fails_every_run_importing_it(
+    importing: Services, module_server: _ModuleServer
+) -> None:
+    url = f"{base_url(module_server)}/lib/fails.js"
+    for _ in range(2):
+        error = await failure(importing, f'import "{url}";\n1')
+        assert "module init failed" in error
+    result, _ = await completed(importing, "2 + 2")
+    assert result == "4"
 
 
 async def test_modules_with_top_level_await_load(
