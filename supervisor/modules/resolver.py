@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -43,6 +44,9 @@ logger = logging.getLogger(__name__)
 
 # Part of every bundle key: raise it when bundles built before would now be wrong.
 KEY_VERSION = 1
+# Bundles kept in memory too (verified once, when read from disk or built), so
+# the imports of every run are not read and hashed again: up to this many bytes.
+MEMORY_CACHE_BYTES = 64 * 1024 * 1024
 
 
 def bundle_key(specifier: str, settings: ModuleSettings) -> str:
@@ -84,6 +88,8 @@ class ModuleResolver:
         self._bundler = Bundler(deno_path, settings, self.cache)
         self._remote = RemoteLoader(self._client, self.cache, settings, preparer, self._check)
         self._locks: dict[str, _KeyLock] = {}
+        self._memory: OrderedDict[str, tuple[BundleEntry, ResolvedModule]] = OrderedDict()
+        self._memory_bytes = 0
 
     @property
     def bundler_runs(self) -> int:
@@ -126,16 +132,35 @@ class ModuleResolver:
         await self._client.aclose()
 
     async def _from_cache(self, key: str, specifier: str, decide: Decide) -> ResolvedModule | None:
-        entry = await anyio.to_thread.run_sync(self.cache.read_bundle, key)
-        if entry is None:
-            return None
-        source = await anyio.to_thread.run_sync(self.cache.read_blob, entry.sha256)
-        if source is None:
-            logger.warning("bundle of %s is missing or corrupt in the cache; rebuilding", specifier)
-            return None
+        remembered = self._memory.get(key)
+        if remembered is not None:
+            self._memory.move_to_end(key)
+            entry, resolved = remembered
+        else:
+            read = await anyio.to_thread.run_sync(self.cache.read_bundle, key)
+            if read is None:
+                return None
+            entry = read
+            source = await anyio.to_thread.run_sync(self.cache.read_blob, entry.sha256)
+            if source is None:
+                logger.warning(
+                    "bundle of %s is missing or corrupt in the cache; rebuilding", specifier
+                )
+                return None
+            resolved = ResolvedModule(specifier, entry.sha256, source, entry.format)
+            self._remember(key, entry, resolved)
         for nested, url in entry.decisions:
             await decide_import(decide, nested, url)
-        return ResolvedModule(specifier, entry.sha256, source, entry.format)
+        return resolved
+
+    def _remember(self, key: str, entry: BundleEntry, resolved: ResolvedModule) -> None:
+        if len(resolved.source) > MEMORY_CACHE_BYTES // 4:
+            return
+        self._memory[key] = (entry, resolved)
+        self._memory_bytes += len(resolved.source)
+        while self._memory_bytes > MEMORY_CACHE_BYTES:
+            _, (_, dropped) = self._memory.popitem(last=False)
+            self._memory_bytes -= len(dropped.source)
 
     async def _build(self, target: Target, key: str, decide: Decide) -> ResolvedModule:
         workdir = await anyio.to_thread.run_sync(self.cache.make_workdir)
@@ -162,7 +187,9 @@ class ModuleResolver:
         digest = await anyio.to_thread.run_sync(self.cache.write_blob, code)
         entry = BundleEntry(digest, fmt, decisions)
         await anyio.to_thread.run_sync(self.cache.write_bundle, key, entry)
-        return ResolvedModule(target.specifier, digest, code, fmt)
+        resolved = ResolvedModule(target.specifier, digest, code, fmt)
+        self._remember(key, entry, resolved)
+        return resolved
 
     async def _check(self, package: Package) -> None:
         self._registry_requests += 1
