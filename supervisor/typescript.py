@@ -36,6 +36,7 @@ import anyio
 from anyio.abc import Process
 
 import sandbox_host
+from supervisor.decisions import REGISTRY_ENV_PASSTHROUGH
 from supervisor.errors import InvalidRequest, SandboxUnavailable
 
 logger = logging.getLogger(__name__)
@@ -59,18 +60,7 @@ LOG_NAME = "strip-helper.log"
 
 # Only what reaching the npm registry may need: a proxy, a registry mirror, an
 # extra CA. HOME stays out, so no ~/.npmrc (and no token in it) is read.
-_ENV_PASSTHROUGH = (
-    "HTTPS_PROXY",
-    "https_proxy",
-    "HTTP_PROXY",
-    "http_proxy",
-    "NO_PROXY",
-    "no_proxy",
-    "NPM_CONFIG_REGISTRY",
-    "DENO_CERT",
-    "DENO_TLS_CA_STORE",
-    "NODE_EXTRA_CA_CERTS",
-)
+_ENV_PASSTHROUGH = (*REGISTRY_ENV_PASSTHROUGH, "NPM_CONFIG_REGISTRY")
 _READ_CHUNK = 256 * 1024
 _LOG_TAIL_BYTES = 4000
 

@@ -29,7 +29,13 @@ LAYERS: list[set[str]] = [
         "supervisor.wasm",
         "supervisor.modules",
     },
-    {"protocol", "supervisor.config", "supervisor.errors", "supervisor.db"},
+    {
+        "protocol",
+        "supervisor.config",
+        "supervisor.errors",
+        "supervisor.db",
+        "supervisor.decisions",
+    },
 ]
 
 

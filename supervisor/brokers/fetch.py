@@ -54,7 +54,7 @@ import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from http.cookiejar import CookieJar, DefaultCookiePolicy
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 import anyio
 import httpx
@@ -66,6 +66,7 @@ from supervisor.brokers.headers import (
 )
 from supervisor.brokers.models import BrokerError, FetchRequest, FetchResponse, denial_detail
 from supervisor.brokers.oauth import HeaderInjector
+from supervisor.decisions import Decide, PolicyDecision
 from supervisor.errors import ConfigError
 
 __all__ = ["DEFAULT_MAX_RESPONSE_BYTES", "Decide", "FetchBroker", "PolicyDecision", "Resolver"]
@@ -77,17 +78,6 @@ DEFAULT_MAX_RESPONSE_BYTES: Final = 10 * 1024 * 1024
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
-class PolicyDecision(Protocol):
-    """What ``decide`` answers (:class:`supervisor.policy.base.Decision` has this shape)."""
-
-    @property
-    def allowed(self) -> bool: ...
-
-    @property
-    def reason(self) -> str: ...
-
-
-Decide = Callable[[dict[str, Any]], Awaitable[PolicyDecision]]
 # host (ASCII), port -> addresses in preference order
 Resolver = Callable[[str, int], Awaitable[Sequence[str]]]
 

@@ -8,12 +8,11 @@ result by content for every execution and server process.
 """
 
 from supervisor.config import ModuleSettings
+from supervisor.decisions import Decide, PolicyDecision
 from supervisor.modules.models import (
     BundleFormat,
-    Decide,
     ModuleError,
     ModulePreparer,
-    PolicyDecision,
     PreparedModuleLike,
     ResolvedModule,
 )

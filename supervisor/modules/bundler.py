@@ -49,6 +49,7 @@ import httpx
 from anyio.abc import ByteReceiveStream
 
 from supervisor.config import ModuleSettings
+from supervisor.decisions import REGISTRY_ENV_PASSTHROUGH
 from supervisor.modules.cache import ModuleCache
 from supervisor.modules.models import BundleFormat, ErrorCode, ModuleError
 from supervisor.modules.specifiers import registry_base
@@ -58,17 +59,6 @@ logger = logging.getLogger(__name__)
 OUTPUT_NAME = "bundle.js"
 MIRROR_DIR = "m"
 
-_ENV_PASSTHROUGH = (
-    "HTTPS_PROXY",
-    "https_proxy",
-    "HTTP_PROXY",
-    "http_proxy",
-    "NO_PROXY",
-    "no_proxy",
-    "DENO_CERT",
-    "DENO_TLS_CA_STORE",
-    "NODE_EXTRA_CA_CERTS",
-)
 _STREAM_TAIL_BYTES = 64 * 1024
 _MESSAGE_CHARS = 1000
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -137,7 +127,7 @@ def bundler_env(
 ) -> dict[str, str]:
     """Environment of the bundler: the cache, the registries, and how to reach them."""
     source = os.environ if parent is None else parent
-    env = {key: source[key] for key in _ENV_PASSTHROUGH if key in source}
+    env = {key: source[key] for key in REGISTRY_ENV_PASSTHROUGH if key in source}
     env.update(
         DENO_DIR=str(deno_dir),
         NPM_CONFIG_REGISTRY=registry_base(settings.npm_registry),

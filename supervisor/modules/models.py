@@ -9,9 +9,8 @@ root hands them in (``supervisor.typescript.TypeStripper`` satisfies
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Literal, Protocol
 
 BundleFormat = Literal["cjs", "esm"]
 
@@ -41,18 +40,7 @@ class ModuleError(Exception):
         return f"ModuleError({self.code!r}, {self.message!r})"
 
 
-class PolicyDecision(Protocol):
-    """What ``decide`` answers (``supervisor.policy.base.Decision`` has this shape)."""
-
-    @property
-    def allowed(self) -> bool: ...
-
-    @property
-    def reason(self) -> str: ...
-
-
-# The policy input is {"operation": "import", "specifier": ..., "url": ...}.
-Decide = Callable[[dict[str, Any]], Awaitable[PolicyDecision]]
+# Decide's policy input for imports is {"operation": "import", "specifier": ..., "url": ...}.
 
 
 class PreparedModuleLike(Protocol):

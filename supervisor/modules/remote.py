@@ -33,10 +33,11 @@ import anyio
 import httpx
 
 from supervisor.config import ModuleSettings
+from supervisor.decisions import Decide
 from supervisor.errors import InvalidRequest
 from supervisor.modules.bundler import MIRROR_DIR, BundleJob
 from supervisor.modules.cache import Download, ModuleCache, sha256_hex
-from supervisor.modules.models import Decide, ModuleError, ModulePreparer
+from supervisor.modules.models import ModuleError, ModulePreparer
 from supervisor.modules.registry import describe_http_error
 from supervisor.modules.specifiers import (
     Package,

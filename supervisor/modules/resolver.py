@@ -33,9 +33,10 @@ import anyio
 import httpx
 
 from supervisor.config import ModuleSettings
+from supervisor.decisions import Decide
 from supervisor.modules.bundler import BundleJob, Bundler
 from supervisor.modules.cache import BundleEntry, ModuleCache
-from supervisor.modules.models import Decide, ModuleError, ModulePreparer, ResolvedModule
+from supervisor.modules.models import ModuleError, ModulePreparer, ResolvedModule
 from supervisor.modules.registry import check_package
 from supervisor.modules.remote import RemoteLoader, decide_import, write_mirror
 from supervisor.modules.specifiers import Package, Target, parse_specifier, registry_base

@@ -102,18 +102,12 @@ async def execute(
     """
     over_memory: list[int] = []
 
-    def memory_exceeded(rss: int) -> None:
-        over_memory.append(rss)
-        child.kill()
-
     outcome: Outcome | None = None
     gone: ChildGone | None = None
     cap_cpu_seconds(child.pid, math.ceil(limits.timeout_s) + 2)
     deadline_at = anyio.current_time() + limits.timeout_s
     async with anyio.create_task_group() as tg:
-        tg.start_soon(
-            watch_rss, child.pid, limits.rss_cap_bytes, limits.poll_interval_s, memory_exceeded
-        )
+        tg.start_soon(_watch_memory, child, limits, over_memory)
         with anyio.move_on_after(limits.timeout_s) as deadline:
             try:
                 await child.send(
@@ -161,15 +155,9 @@ async def preload(
     output: list[tuple[OutputStream, str]] = []
     over_memory: list[int] = []
 
-    def memory_exceeded(rss: int) -> None:
-        over_memory.append(rss)
-        child.kill()
-
     failure: str | None = None
     async with anyio.create_task_group() as tg:
-        tg.start_soon(
-            watch_rss, child.pid, limits.rss_cap_bytes, limits.poll_interval_s, memory_exceeded
-        )
+        tg.start_soon(_watch_memory, child, limits, over_memory)
         with anyio.move_on_after(limits.timeout_s) as deadline:
             try:
                 await child.send(
@@ -196,6 +184,16 @@ async def preload(
         child.kill()
         raise ChildGone(failure)
     return output
+
+
+async def _watch_memory(child: Child, limits: Limits, over_memory: list[int]) -> None:
+    """Kill ``child`` when its memory passes the cap, noting the size it reached."""
+
+    def exceeded(rss: int) -> None:
+        over_memory.append(rss)
+        child.kill()
+
+    await watch_rss(child.pid, limits.rss_cap_bytes, limits.poll_interval_s, exceeded)
 
 
 async def _await_preloaded(child: Child, output: list[tuple[OutputStream, str]]) -> str | None:

@@ -41,6 +41,8 @@ MODULES = {
     "/denied/secret.js": "export const secret = 'leaked';\n",
     "/lib/noisy.js": "console.log('noisy loaded');\nexport const noise = 'n';\n",
     "/lib/fails.js": "throw new Error('module init failed');\n",
+    "/lib/spins.js": "while (true) {}\nexport const never = 1;\n",
+    "/lib/hog.js": "export const hog = [];\nwhile (true) hog.push(new Uint8Array(1 << 24).fill(1));\n",
 }
 
 
@@ -296,3 +298,25 @@ async def test_imports_are_refused_unless_external_modules_are_allowed(tmp_path:
         assert record.error is not None and "--allow-external-modules" in record.error
         record = await run(services, f'await import("{LODASH}")')
         assert record.error is not None and "--allow-external-modules" in record.error
+
+
+async def test_modules_that_spin_or_hog_memory_while_evaluating_are_stopped(
+    tmp_path: Path, module_server: _ModuleServer
+) -> None:
+    # Whether evaluated by the run or ahead of it in a set-aside child, a
+    # module's evaluation is bound by the run's deadline and memory cap.
+    async with start_engine(
+        tmp_path,
+        modules=ModuleSettings(enabled=True, cache_dir=tmp_path / "modules"),
+        execution_timeout_s=1.0,
+    ) as services:
+        for name, expected in (("spins", "timed_out"), ("hog", "failed")):
+            url = f"{base_url(module_server)}/lib/{name}.js"
+            for _ in range(2):
+                record = await run(services, f'import "{url}";\n1')
+                assert record.status.value == expected, record.error
+                if expected == "failed":
+                    assert record.error is not None and "memory limit" in record.error
+                await anyio.sleep(1.3)  # let the set-aside attempt run into its limit too
+        record = await run(services, "1 + 1")
+        assert record.result == "2"
