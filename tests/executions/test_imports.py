@@ -42,7 +42,9 @@ MODULES = {
     "/lib/noisy.js": "console.log('noisy loaded');\nexport const noise = 'n';\n",
     "/lib/fails.js": "throw new Error('module init failed');\n",
     "/lib/spins.js": "while (true) {}\nexport const never = 1;\n",
-    "/lib/hog.js": "export const hog = [];\nwhile (true) hog.push(new Uint8Array(1 << 24).fill(1));\n",
+    "/lib/hog.js": (
+        "export const hog = [];\nwhile (true) hog.push(new Uint8Array(1 << 24).fill(1));\n"
+    ),
 }
 
 
