@@ -1,5 +1,7 @@
 // The program every sandbox child runs: receive one Run frame, evaluate the
-// code with REPL semantics, report output and the result, exit.
+// code with REPL semantics, report output and the result, exit. (A child set
+// aside for imports first receives a Preload frame: module bundles to
+// evaluate before its Run.)
 //
 // User code never arrives as a file: only over the frame channel, evaluated
 // with evalContext (a classic script in the global scope, so its completion

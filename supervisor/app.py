@@ -159,9 +159,7 @@ async def running(settings: Settings) -> AsyncIterator[Services]:
         logger.info("sandbox ready: %s", version)
         warm = None
         if modules is not None:
-            warm = WarmChildren(
-                settings.sandbox, pool, capabilities, default_limits(settings.sandbox, pool)
-            )
+            warm = WarmChildren(pool, capabilities, default_limits(settings.sandbox, pool))
         engine = Engine(
             settings.sandbox,
             pool,

@@ -58,17 +58,10 @@ def default_limits(settings: SandboxSettings, pool: SandboxPool) -> Limits:
 class WarmChildren:
     """At most one set-aside child, for the static imports seen last."""
 
-    def __init__(
-        self,
-        settings: SandboxSettings,
-        pool: SandboxPool,
-        capabilities: Capabilities,
-        limits: Limits,
-    ) -> None:
-        self.settings = settings  # the heap limit a run must ask for to get a set-aside child
+    def __init__(self, pool: SandboxPool, capabilities: Capabilities, limits: Limits) -> None:
         self.pool = pool
         self.capabilities = capabilities
-        self.limits = limits
+        self.limits = limits  # a run must ask for this heap limit to get a set-aside child
         self._ready: WarmChild | None = None
         self._preparing: Key | None = None
         self.handed_out = 0  # set-aside children given to runs, for tests and benchmarks
