@@ -38,6 +38,8 @@ def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]
         (["--heap-memory-max", "0"], "--heap-memory-max"),
         (["--http-port", "70000"], "port"),
         (["--max-concurrent-executions", "many"], "whole number"),
+        (["--npm-registry", "ftp://mirror"], "--npm-registry must be an http"),
+        (["--module-cdn", "esm.sh"], "--module-cdn must be an http"),
     ],
 )
 def test_conflicting_or_bad_flags_exit_with_status_2_and_name_the_problem(
@@ -81,6 +83,46 @@ def test_flags_become_settings_with_units_in_their_names(tmp_path: Path) -> None
     assert settings.http.http_port == 3000
     assert settings.http.allowed_hosts == ("example.com",)
     assert settings.storage.data_dir == tmp_path
+
+
+def test_module_flags_become_module_settings(tmp_path: Path) -> None:
+    parser = build_parser()
+    defaults = settings_from_args(parser.parse_args(["--data-dir", str(tmp_path)]), parser)
+    assert not defaults.modules.enabled
+    assert defaults.modules.npm_registry == "https://registry.npmjs.org/"
+    assert defaults.modules.cdn is None
+    args = parser.parse_args(
+        [
+            "--allow-external-modules",
+            "--npm-registry",
+            "http://127.0.0.1:4873",
+            "--jsr-registry",
+            "https://jsr.example.test",
+            "--module-cdn",
+            "https://esm.sh/",
+            "--data-dir",
+            str(tmp_path),
+        ]
+    )
+    settings = settings_from_args(args, parser)
+    assert settings.modules.enabled
+    assert settings.modules.npm_registry == "http://127.0.0.1:4873/"
+    assert settings.modules.jsr_registry == "https://jsr.example.test/"
+    assert settings.modules.cdn == "https://esm.sh"
+
+
+def test_import_policies_without_external_modules_are_refused(tmp_path: Path) -> None:
+    policy = tmp_path / "import.rego"
+    policy.write_text("package mcp.import\n\ndefault allow := true\n")
+    done = run_cli(
+        "--stateless",
+        "--data-dir",
+        str(tmp_path / "d"),
+        "--policies-json",
+        json.dumps({"import": {"policies": [{"url": policy.as_uri()}]}}),
+    )
+    assert done.returncode == 2
+    assert "--allow-external-modules" in done.stderr
 
 
 def test_an_unwritable_heap_directory_stops_start_up_naming_it(tmp_path: Path) -> None:

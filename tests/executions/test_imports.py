@@ -161,6 +161,19 @@ async def test_named_namespace_and_dynamic_imports_of_an_npm_package(
     assert json.loads(result) == [[[1, 2], [3]], 6, "X", "a-b"]
 
 
+async def test_a_commonjs_package_is_converted_and_its_exports_are_the_default(
+    importing: Services,
+) -> None:
+    # left-pad is CommonJS: module.exports = leftPad.
+    result, _ = await completed(
+        importing,
+        'import leftPad from "npm:left-pad@1.3.0";\n'
+        'const again = (await import("npm:left-pad@1.3.0")).default;\n'
+        '[leftPad("7", 3, "0"), again === leftPad]',
+    )
+    assert json.loads(result) == ["007", True]
+
+
 async def test_lines_after_an_import_keep_their_numbers_in_stacks(importing: Services) -> None:
     error = await failure(
         importing,
