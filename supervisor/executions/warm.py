@@ -77,9 +77,12 @@ class WarmChildren:
         try:
             for specifier in key:
                 await self.capabilities.resolve_import(specifier)
-        except BrokerError:
-            await self.pool.release(ready.child)
-            return None
+        except BaseException as exc:  # a denial, or the run was cancelled meanwhile
+            with anyio.CancelScope(shield=True):
+                await self.pool.release(ready.child)
+            if isinstance(exc, BrokerError):
+                return None
+            raise
         self.handed_out += 1
         return ready
 
