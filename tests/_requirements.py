@@ -41,6 +41,7 @@ REQUIREMENTS: dict[str, str] = {
     "policy:fail-closed": "undefined decisions, broken policies and unreachable OPA deny",
     "import:off-by-default": "no module is resolved or downloaded without --allow-external-modules",
     "import:policy-every-module": "every module of an import graph is decided before its download",
+    "import:only-downloaded-code": "no local file of the host ever ends up in a bundle",
 }
 
 F = TypeVar("F", bound=Callable[..., object])

@@ -12,6 +12,7 @@ import anyio
 import pytest
 
 from supervisor.modules import ModuleError
+from tests._requirements import guards
 from tests.brokers.test_fetch_support import Policy, Reply, serve
 from tests.modules.conftest import WAIT_BOUND_S, ResolverFactory, evaluate
 from tests.modules.sites import Files, js, redirect, requested, site, ts
@@ -93,6 +94,7 @@ async def test_a_policy_that_changed_refuses_a_cached_bundle_by_its_nested_modul
     assert caught.value.message.startswith(f"import of {server.url('/real/x.js')} denied")
 
 
+@guards("import:policy-every-module")
 async def test_a_denied_nested_module_is_named_and_never_requested(
     make_resolver: ResolverFactory,
 ) -> None:
@@ -106,6 +108,7 @@ async def test_a_denied_nested_module_is_named_and_never_requested(
     assert "/app/dep.js" not in requested(server.received)
 
 
+@guards("import:policy-every-module")
 async def test_a_denied_redirect_target_is_never_requested(make_resolver: ResolverFactory) -> None:
     async with serve(site(APP)) as server:
         policy = Policy(lambda i: "/real/x.js" not in i["url"])
@@ -200,6 +203,7 @@ async def test_a_bare_import_in_a_remote_module_is_refused_naming_both(
     assert caught.value.message.startswith(f"{server.url('/main.js')} imports 'lodash': ")
 
 
+@guards("import:only-downloaded-code")
 async def test_a_remote_module_cannot_pull_a_file_of_this_host_into_its_bundle(
     make_resolver: ResolverFactory, cache_dir: Path, tmp_path: Path
 ) -> None:

@@ -10,6 +10,7 @@ from supervisor.config import ModuleSettings
 from supervisor.modules import ModuleError
 from supervisor.modules.bundler import BundleJob, bundler_argv, bundler_env, check_sources
 from supervisor.modules.specifiers import npm_metadata_url, parse_specifier
+from tests._requirements import guards
 
 SETTINGS = ModuleSettings(cache_dir=Path("/data/modules"))
 
@@ -124,6 +125,7 @@ def test_the_bundler_environment_is_the_cache_the_registries_and_the_way_to_them
         "",
     ],
 )
+@guards("import:only-downloaded-code")
 def test_a_bundle_with_code_from_outside_the_downloads_is_refused(
     tmp_path: Path, source: str
 ) -> None:
