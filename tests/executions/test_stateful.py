@@ -345,6 +345,11 @@ async def test_the_same_code_run_twice_from_scratch_gives_the_same_heap(
             "const shared = [1]; const twice = {a: shared, b: {c: shared}};",
             id="arrays-nested-in-objects-maps-and-arrays",
         ),
+        pytest.param(
+            "const rows = Array.from({length: 20}, (_, i) => ({id: i, v: i * 1.5}));"
+            "const halves = [0.5, 2 * 1.5, -0, NaN];",
+            id="whole-numbers-computed-as-doubles",
+        ),
     ],
 )
 async def test_resuming_and_changing_nothing_gives_the_same_heap(
