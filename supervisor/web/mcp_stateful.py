@@ -13,6 +13,7 @@ from supervisor.errors import McpV8Error
 from supervisor.executions import build_run_request
 from supervisor.executions.requests import HEAP_RANGE_MB, TIMEOUT_RANGE_S
 from supervisor.web import heap_api
+from supervisor.web.mcp_tools import what_code_can_use
 from supervisor.web.models import (
     ExecutionList,
     ExecutionView,
@@ -80,7 +81,7 @@ def create_stateful_server(services: Services) -> MCPServer:
         except McpV8Error as exc:
             raise ToolError(exc.message) from None
 
-    @server.tool(name="run_js", description=RUN_JS)
+    @server.tool(name="run_js", description=RUN_JS + what_code_can_use(services))
     async def run_js(
         code: Annotated[str, Field(description="JavaScript source to run")],
         ctx: Context,

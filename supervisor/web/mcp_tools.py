@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 from supervisor.app import Services
 from supervisor.errors import McpV8Error
 from supervisor.executions import build_run_request
+from supervisor.executions.capabilities import Capabilities
 from supervisor.executions.requests import HEAP_RANGE_MB, TIMEOUT_RANGE_S
 from supervisor.store import ByteRange, ExecutionStatus
 
@@ -52,6 +53,31 @@ when omitted); heap_memory_max_mb caps the JavaScript heap.
 """
 
 
+def what_code_can_use(services: Services) -> str:
+    """The run_js description's note on TypeScript and on what this server grants."""
+    lines = ["", "What the code can use on this server:"]
+    if services.settings.sandbox.typescript or services.settings.modules.enabled:
+        lines.append("- TypeScript: types are stripped (not checked) before the code runs.")
+    calls = services.engine.calls
+    policies = calls.policies if isinstance(calls, Capabilities) else None
+    if policies is not None and policies.has("fetch"):
+        lines.append("- fetch(url, init): the server performs it if its policy allows the request.")
+    if policies is not None and policies.has("fs"):
+        lines.append(
+            "- fs.readFile/writeFile/appendFile/readdir/stat/mkdir/rm/rename/copyFile/exists "
+            "(Promise-based), on the paths the server's policy allows."
+        )
+    if services.settings.modules.enabled:
+        lines.append(
+            '- Imports: `import _ from "npm:lodash-es@4.17.21"`, `jsr:@scope/name@1`, '
+            "https:// module URLs, statically or with import(); pin versions. The server "
+            "downloads and bundles them (and may refuse some by policy)."
+        )
+    else:
+        lines.append("- No npm:, jsr: or URL imports (node: built-ins only).")
+    return "\n".join(lines) + "\n"
+
+
 class RunJsResult(BaseModel):
     """What run_js returns."""
 
@@ -74,7 +100,7 @@ def create_mcp_server(services: Services) -> MCPServer:
     engine = services.engine
     sandbox = services.settings.sandbox
 
-    @server.tool(name="run_js", description=RUN_JS_DESCRIPTION)
+    @server.tool(name="run_js", description=RUN_JS_DESCRIPTION + what_code_can_use(services))
     async def run_js(
         code: Annotated[str, Field(description="JavaScript source to run")],
         heap_memory_max_mb: Annotated[

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -15,6 +16,9 @@ from mcp import Client, StdioServerParameters
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 
+from supervisor.config import CapabilitySettings, ModuleSettings
+from supervisor.web.mcp_tools import what_code_can_use
+from tests.conftest import start_engine
 from tests.web._server import Server, serve
 
 pytestmark = [pytest.mark.deno, pytest.mark.anyio]
@@ -85,6 +89,26 @@ async def test_run_js_is_listed_with_a_description_and_an_output_schema(client: 
     assert run_js.output_schema is not None
     assert {"output", "result", "error", "status"} <= set(run_js.output_schema["properties"])
     assert run_js.input_schema["required"] == ["code"]
+    # What this server grants: nothing beyond the defaults here.
+    assert "TypeScript" in run_js.description
+    assert "No npm:, jsr: or URL imports" in run_js.description
+    assert "fetch(" not in run_js.description
+
+
+async def test_the_description_names_the_capabilities_a_server_grants(tmp_path: Path) -> None:
+    policy = tmp_path / "fetch.rego"
+    policy.write_text("package mcp.fetch\n\ndefault allow := false\n")
+    async with start_engine(
+        tmp_path / "data",
+        capabilities=CapabilitySettings(
+            policies_json=json.dumps({"fetch": {"policies": [{"url": policy.as_uri()}]}})
+        ),
+        modules=ModuleSettings(enabled=True, cache_dir=tmp_path / "modules"),
+    ) as services:
+        note = what_code_can_use(services)
+    assert "fetch(url, init)" in note
+    assert "fs.readFile" not in note
+    assert 'import _ from "npm:lodash-es@4.17.21"' in note
 
 
 async def test_run_js_returns_output_and_the_completion_value(client: Client) -> None:
