@@ -24,7 +24,6 @@ setting aside can hide under sustained load.
 
 from __future__ import annotations
 
-import resource
 import statistics
 import tempfile
 import time
@@ -34,6 +33,7 @@ from typing import Any
 import anyio
 import deno
 
+from bench.stats import cpu_sample
 from supervisor.app import running
 from supervisor.config import (
     HttpSettings,
@@ -48,12 +48,6 @@ RATIO_TARGET = 2.0
 CPU_RUNS = 30
 WITH_IMPORT = 'import _ from "npm:lodash-es@4.17.21";\n_.camelCase("a b")'
 WITHOUT_IMPORT = '"a b".length'
-
-
-def _children_cpu_ms() -> float:
-    """CPU (user + system) of this process's reaped children, in ms."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return (usage.ru_utime + usage.ru_stime) * 1000
 
 
 def import_overhead(iterations: int = 60, warmup: int = 10) -> dict[str, Any]:
@@ -97,11 +91,11 @@ def import_overhead(iterations: int = 60, warmup: int = 10) -> dict[str, Any]:
                 # CPU per run, one cell at a time (sandbox children, set-aside ones included).
                 for name in cells:
                     await anyio.sleep(0.5)
-                    before = _children_cpu_ms()
+                    before = cpu_sample()["bench_children"] * 1000
                     for _ in range(CPU_RUNS):
                         await once(name)
                     await anyio.sleep(0.5)  # the last children are reaped
-                    cpu[name] = (_children_cpu_ms() - before) / CPU_RUNS
+                    cpu[name] = (cpu_sample()["bench_children"] * 1000 - before) / CPU_RUNS
         with_import = statistics.median(timings["import"])
         plain = statistics.median(timings["plain"])
         ratio = with_import / plain

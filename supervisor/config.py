@@ -8,6 +8,20 @@ from pathlib import Path
 
 MIB = 1024 * 1024
 
+# What a trusted Deno helper may need from the server's environment to reach a
+# package registry: a proxy, an extra CA. Nothing else (no HOME, no token).
+REGISTRY_ENV_PASSTHROUGH = (
+    "HTTPS_PROXY",
+    "https_proxy",
+    "HTTP_PROXY",
+    "http_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "DENO_CERT",
+    "DENO_TLS_CA_STORE",
+    "NODE_EXTRA_CA_CERTS",
+)
+
 
 def default_cache_dir() -> Path:
     """Downloads shared by every run of the server (the TypeScript stripper's package)."""

@@ -24,18 +24,4 @@ class PolicyDecision(Protocol):
 # Takes the policy input of one operation ({"operation": ..., ...}).
 Decide = Callable[[dict[str, Any]], Awaitable[PolicyDecision]]
 
-# What a trusted Deno helper may need from the server's environment to reach a
-# package registry: a proxy, an extra CA. Nothing else (no HOME, no token).
-REGISTRY_ENV_PASSTHROUGH = (
-    "HTTPS_PROXY",
-    "https_proxy",
-    "HTTP_PROXY",
-    "http_proxy",
-    "NO_PROXY",
-    "no_proxy",
-    "DENO_CERT",
-    "DENO_TLS_CA_STORE",
-    "NODE_EXTRA_CA_CERTS",
-)
-
-__all__ = ["REGISTRY_ENV_PASSTHROUGH", "Decide", "PolicyDecision"]
+__all__ = ["Decide", "PolicyDecision"]

@@ -36,7 +36,7 @@ import anyio
 from anyio.abc import Process
 
 import sandbox_host
-from supervisor.decisions import REGISTRY_ENV_PASSTHROUGH
+from supervisor.config import REGISTRY_ENV_PASSTHROUGH
 from supervisor.errors import InvalidRequest, SandboxUnavailable
 
 logger = logging.getLogger(__name__)

@@ -48,8 +48,7 @@ import anyio
 import httpx
 from anyio.abc import ByteReceiveStream
 
-from supervisor.config import ModuleSettings
-from supervisor.decisions import REGISTRY_ENV_PASSTHROUGH
+from supervisor.config import REGISTRY_ENV_PASSTHROUGH, ModuleSettings
 from supervisor.modules.cache import ModuleCache
 from supervisor.modules.models import BundleFormat, ErrorCode, ModuleError
 from supervisor.modules.specifiers import registry_base
