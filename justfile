@@ -32,6 +32,6 @@ bench *ARGS:
     {{bin}}/python -m bench.typescript_bench
     {{bin}}/python -m bench.import_bench
 
-# Regenerate sandbox_host/wire.js from protocol/frames.py
+# Regenerate sandbox_host/wire.js and wire.schema.json from protocol/frames.py
 wire:
     {{bin}}/python -m protocol.jsgen
