@@ -15,14 +15,18 @@ const snapCore = Deno[Deno.internal].core;
 const SNAPSHOT_FORMAT = 1;
 const SNAPSHOT_MAGIC = [0x4d, 0x56, 0x38, 0x53]; // "MV8S"
 const SNAPSHOT_URL = "file:///snapshot.js";
-const IDENTIFIER = /[\p{ID_Start}$_][\p{ID_Continue}$\u200c\u200d]*/gu;
+// Patterns with Unicode property classes are built on first use: as literals
+// they cost every child ~0.3 ms each to parse, stateful or not.
+const patterns = {};
+const identifierPattern = () =>
+  (patterns.identifier ??= new RegExp(String.raw`[\p{ID_Start}$_][\p{ID_Continue}$\u200c\u200d]*`, "gu"));
+const privateMemberPattern = () => (patterns.privateMember ??= new RegExp(String.raw`#[\p{ID_Start}$_]`, "u"));
 const NOT_BINDINGS = new Set([
   "this", "null", "true", "false", "super", "arguments", "new", "typeof", "void", "delete",
   "in", "instanceof", "await", "yield", "import", "export", "return", "function", "class",
 ]);
 // Own properties every function or class has; anything else on one is state.
 const FUNCTION_OWN = new Set(["length", "name", "prototype", "arguments", "caller"]);
-const PRIVATE_MEMBER = /#[\p{ID_Start}$_]/u;
 const snapEncoder = new TextEncoder();
 const snapDecoder = new TextDecoder();
 
@@ -60,7 +64,7 @@ function userGlobals(code) {
   // let/const/class bindings are not properties of globalThis: find them among
   // the identifiers this cell mentions. A lexical binding shadows a property
   // of the same name (a runtime global included), so its value is the one kept.
-  for (const name of new Set(code.match(IDENTIFIER) ?? [])) {
+  for (const name of new Set(code.match(identifierPattern()) ?? [])) {
     if (NOT_BINDINGS.has(name)) continue;
     const own = Object.prototype.hasOwnProperty.call(globalThis, name);
     if (!own && name in globalThis) continue; // inherited, e.g. `constructor`
@@ -267,7 +271,7 @@ export async function takeSnapshot(code, closureCheck, importCheck) {
     const broken = new Map();
     walk(Object.fromEntries(values), (object, _index, owner) => {
       const cls = classes.get(Object.getPrototypeOf(object));
-      if (cls && owner !== null && PRIVATE_MEMBER.test(cls.source) && !broken.has(owner)) {
+      if (cls && owner !== null && privateMemberPattern().test(cls.source) && !broken.has(owner)) {
         broken.set(owner, cls.name);
       }
     });

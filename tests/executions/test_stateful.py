@@ -117,6 +117,12 @@ async def test_every_kind_of_global_declaration_persists_with_its_value(
     ]
 
 
+async def test_lexical_bindings_with_non_ascii_names_are_kept(stateful: Services) -> None:
+    first = await completed(stateful, "let größe = 3; const π = 3.14; const $_ü𝑥 = 'ok'")
+    after = await resumed(stateful, first.heap or "", "JSON.stringify([größe, π, $_ü𝑥])")
+    assert json.loads(after.result or "") == [3, 3.14, "ok"]
+
+
 async def test_a_lexical_binding_shadowing_a_restored_global_keeps_the_new_value(
     stateful: Services,
 ) -> None:
