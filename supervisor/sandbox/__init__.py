@@ -3,7 +3,7 @@
 from supervisor.sandbox.argv import child_env, deno_argv
 from supervisor.sandbox.cgroups import ChildCgroup, MemoryCgroups
 from supervisor.sandbox.cgroups import probe as probe_cgroups
-from supervisor.sandbox.child import Child, ChildGone, ShutdownRung, spawn
+from supervisor.sandbox.child import Child, ChildGone, ShutdownRung
 from supervisor.sandbox.driver import CallHandler, Limits, Outcome, execute, preload
 from supervisor.sandbox.pool import SandboxPool
 from supervisor.sandbox.script import boot_message
@@ -24,5 +24,4 @@ __all__ = [
     "execute",
     "preload",
     "probe_cgroups",
-    "spawn",
 ]

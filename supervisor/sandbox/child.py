@@ -6,17 +6,15 @@ import contextlib
 import logging
 import os
 import signal
-import subprocess
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
 import anyio
-from anyio.abc import Process
 
 from protocol import PROTOCOL_VERSION, ChildFrame, FrameDecoder, FrameError, Ready, encode_frame
 from supervisor.sandbox.cgroups import ChildCgroup
+from supervisor.sandbox.process import PipeProcess
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +38,7 @@ class ChildGone(Exception):
 class Child:
     """A started process speaking the frame protocol on stdin/stdout."""
 
-    process: Process
+    process: PipeProcess
     max_frame_bytes: int
     heap_memory_max_mb: int
     ready: Ready | None = None
@@ -144,7 +142,7 @@ class Child:
                 await self._wait(None)
             await self.process.aclose()
             if self.cgroup is not None:
-                await anyio.to_thread.run_sync(self.cgroup.remove)
+                self.cgroup.release()
         self.rung = rung
         logger.debug("child %s shut down (%s)", self.pid, rung)
         return rung
@@ -162,24 +160,3 @@ class Child:
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
-
-
-async def spawn(
-    argv: Sequence[str],
-    env: dict[str, str],
-    *,
-    max_frame_bytes: int,
-    heap_memory_max_mb: int,
-    cwd: str | None = None,
-) -> Child:
-    """Start a child in its own session (so its whole group can be signalled)."""
-    process = await anyio.open_process(
-        list(argv),
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=env,
-        cwd=cwd,
-        start_new_session=True,
-    )
-    return Child(process, max_frame_bytes=max_frame_bytes, heap_memory_max_mb=heap_memory_max_mb)

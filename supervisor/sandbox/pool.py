@@ -28,8 +28,9 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from supervisor.config import SandboxSettings
 from supervisor.errors import SandboxUnavailable
 from supervisor.sandbox.argv import child_env, deno_argv
-from supervisor.sandbox.cgroups import MemoryCgroups
-from supervisor.sandbox.child import Child, ChildGone, spawn
+from supervisor.sandbox.cgroups import ChildCgroup, MemoryCgroups
+from supervisor.sandbox.child import Child, ChildGone
+from supervisor.sandbox.process import PipeProcess, start_process
 
 logger = logging.getLogger(__name__)
 
@@ -92,11 +93,13 @@ class SandboxPool:
             self.settings.deno_path, str(self.runner), heap_memory_max_mb=heap_memory_max_mb
         )
         async with self._spawn_limiter:
-            child = await spawn(
-                argv,
-                self._env,
+            # Started in a worker thread, in its memory cgroup from the first instruction.
+            process, cgroup = await anyio.to_thread.run_sync(self._start, argv, heap_memory_max_mb)
+            child = Child(
+                process,
                 max_frame_bytes=self.settings.max_frame_bytes,
                 heap_memory_max_mb=heap_memory_max_mb,
+                cgroup=cgroup,
             )
             try:
                 if self.boot:
@@ -104,13 +107,6 @@ class SandboxPool:
                         await child.send_raw(self.boot)
                     except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                         raise ChildGone("the sandbox process closed its input") from None
-                if self.cgroups is not None:
-                    # cgroup file writes can stall for milliseconds: not on the event
-                    # loop; shielded, so a group that was made is always recorded.
-                    with anyio.CancelScope(shield=True):
-                        child.cgroup = await anyio.to_thread.run_sync(
-                            self.cgroups.attach, child.pid, self.rss_cap_bytes(heap_memory_max_mb)
-                        )
                 await child.handshake(self.settings.spawn_timeout_s)
             except ChildGone as exc:
                 child.kill()
@@ -122,6 +118,16 @@ class SandboxPool:
                 await child.close(0)
                 raise
         return child
+
+    def _start(
+        self, argv: list[str], heap_memory_max_mb: int
+    ) -> tuple[PipeProcess, ChildCgroup | None]:
+        def start() -> PipeProcess:
+            return start_process(argv, self._env)
+
+        if self.cgroups is None:
+            return start(), None
+        return self.cgroups.spawn_into(self.rss_cap_bytes(heap_memory_max_mb), start)
 
     async def acquire(self, heap_memory_max_mb: int) -> Child:
         """A ready child with this heap limit: from the pool, or freshly spawned.
@@ -165,6 +171,8 @@ class SandboxPool:
                     async for child in receive:
                         child.kill()
                         await child.close(0)
+                if self.cgroups is not None:
+                    self.cgroups.close()
 
     async def _spawner(self, send: MemoryObjectSendStream[Child]) -> None:
         failures = 0

@@ -23,14 +23,12 @@ def test_jsgen_check_passes_without_writing(monkeypatch: pytest.MonkeyPatch) -> 
     assert {path: path.stat().st_mtime_ns for path in jsgen.rendered()} == before
 
 
-def test_jsgen_check_names_a_stale_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_jsgen_check_names_a_stale_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     stale = tmp_path / "wire.js"
     stale.write_text("// old\n")
     monkeypatch.setattr(jsgen, "rendered", lambda: {stale: jsgen.render()})
     monkeypatch.setattr("sys.argv", ["jsgen", "--check"])
-    with pytest.raises(SystemExit, match="wire.js out of date"):
+    with pytest.raises(SystemExit, match=r"wire\.js out of date"):
         jsgen.main()
 
 
