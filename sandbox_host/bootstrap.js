@@ -1,22 +1,27 @@
 // The file every sandbox child starts from. It reads the runner itself
 // (length-prefixed, from stdin) and evaluates it as a script: Deno analyses
-// every module it loads from a file, and skipping that for the ~35 KB runner
-// saves ~2.5 ms of CPU per execution. Nothing else is ever read this way; user
+// every module it loads from a file, and skipping that for the runner saves
+// ~2.5 ms of CPU per execution. The runner's lazily compiled modules follow
+// (supervisor/sandbox/script.py). Nothing else is ever read this way; user
 // code arrives later, over the frame channel the runner speaks.
 {
-  const head = new Uint8Array(4);
-  for (let got = 0; got < 4;) {
-    const n = Deno.stdin.readSync(head.subarray(got));
-    if (n === null) Deno.exit(70);
-    got += n;
-  }
-  const body = new Uint8Array(new DataView(head.buffer).getUint32(0));
-  for (let got = 0; got < body.byteLength;) {
-    const n = Deno.stdin.readSync(body.subarray(got));
-    if (n === null) Deno.exit(70);
-    got += n;
-  }
+  const readExactly = () => {
+    const head = new Uint8Array(4);
+    for (let got = 0; got < 4;) {
+      const n = Deno.stdin.readSync(head.subarray(got));
+      if (n === null) Deno.exit(70);
+      got += n;
+    }
+    const body = new Uint8Array(new DataView(head.buffer).getUint32(0));
+    for (let got = 0; got < body.byteLength;) {
+      const n = Deno.stdin.readSync(body.subarray(got));
+      if (n === null) Deno.exit(70);
+      got += n;
+    }
+    return new TextDecoder().decode(body);
+  };
   const core = Deno[Deno.internal].core;
-  const [, error] = core.evalContext(new TextDecoder().decode(body), "file:///mcp-v8-runner.js");
+  const [runner, error] = core.evalContext(readExactly(), "file:///mcp-v8-runner.js");
   if (error) throw error.thrown;
+  runner(readExactly());
 }

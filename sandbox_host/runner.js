@@ -18,9 +18,12 @@ import {
   preloadModules,
   restoreImports,
 } from "./modules.js";
+import { lazyModule } from "./lazy.js";
 import { describeError, renderResult, USER_URL } from "./render.js";
-import { recordBaseline, restoreSnapshot, takeSnapshot } from "./snapshot.js";
 import { PROTOCOL_VERSION } from "./wire.js";
+
+// Stateful runs only: compiled when one needs it.
+const snapshots = lazyModule("snapshot.js");
 
 const core = Deno[Deno.internal].core;
 // In a classic script `await` may parse as an identifier (`f(await -1)` would
@@ -177,7 +180,7 @@ addEventListener("beforeunload", (event) => {
     event.preventDefault();
     if (snapshotting) return;
     snapshotting = true;
-    takeSnapshot(frame.code, capturingFunctions, importedGlobals).then(({ bytes, lost }) => {
+    snapshots().takeSnapshot(frame.code, capturingFunctions, importedGlobals).then(({ bytes, lost }) => {
       lost.push(...lostOnRestore);
       finish({ type: "done", ok: true, result, snapshot: true, lost }, bytes);
     }, fail);
@@ -280,7 +283,7 @@ function evaluate(code) {
 
 // The baseline of globals is taken after the runner's own changes (console)
 // and before any user state: whatever differs from it at the end is the user's.
-if (frame.stateful) recordBaseline();
+if (frame.stateful) snapshots().recordBaseline();
 
 /** Imports a restored snapshot kept, then the cell's own static imports, then the cell. */
 async function importThenEvaluate(restoredImports) {
@@ -293,7 +296,7 @@ let completion = null;
 try {
   let restoredImports = [];
   if (frame.restore) {
-    const restored = restoreSnapshot(restoreBlob ?? new Uint8Array());
+    const restored = snapshots().restoreSnapshot(restoreBlob ?? new Uint8Array());
     lostOnRestore.push(...restored.lost);
     restoredImports = restored.imports;
   }
