@@ -47,6 +47,8 @@ class Child:
     _closed: bool = False
     rung: ShutdownRung | None = None
     cgroup: ChildCgroup | None = None
+    # Set by the pool once the child's one execution is over and it is closed.
+    released: anyio.Event = field(default_factory=anyio.Event)
 
     def __post_init__(self) -> None:
         self._decoder = FrameDecoder(ChildFrame, max_frame_bytes=self.max_frame_bytes)
