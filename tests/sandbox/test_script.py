@@ -107,3 +107,11 @@ def test_a_lazy_module_that_imports_is_refused(tmp_path: Path) -> None:
     (tmp_path / "main.js").write_text('const extra = lazyModule("extra.js");\n')
     with pytest.raises(ValueError, match=r"extra\.js is loaded lazily"):
         lazy_modules(tmp_path / "main.js")
+
+
+def test_the_bootstrap_has_no_top_level_comment() -> None:
+    # Deno inspects a module's top-level comments for pragmas; the first one
+    # costs every child ~0.5-0.9 ms of CPU (measured), comments in a block nothing.
+    lines = (ROOT / "bootstrap.js").read_text().splitlines()
+    assert lines[0] == "{" and lines[-1] == "}"
+    assert all(line.startswith("  ") or line in ("{", "}") for line in lines)
