@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import signal
 import subprocess
 import sys
@@ -10,10 +11,12 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import psutil
 
+from bench.loadgen import HttpConnection
 from bench.plan import CODE, EXPECTED, Plan
 from bench.procs import free_port, track, untrack
 from bench.stats import Latency, Throughput, cpu_sample, windowed
@@ -107,27 +110,39 @@ def _tail(path: Path, lines: int = 30) -> str:
 
 
 async def measure_rest_throughput(server: Server, plan: Plan) -> Throughput:
-    """POST /api/exec + GET ?wait=30 with ``rest_concurrency`` executions in flight."""
+    """POST /api/exec + GET ?wait=30 with ``rest_concurrency`` executions in flight.
+
+    Each in-flight execution has its own keep-alive connection of the minimal
+    client in :mod:`bench.loadgen` (httpx would take CPU from the server).
+    """
     n = plan.rest_concurrency
-    limits = httpx.Limits(max_connections=2 * n, max_keepalive_connections=2 * n)
-    async with httpx.AsyncClient(base_url=server.base_url, timeout=60.0, limits=limits) as client:
+    url = urlsplit(server.base_url)
+    host, port = url.hostname or "127.0.0.1", url.port or 80
+    connections = [await HttpConnection.open(host, port) for _ in range(n)]
+    idle = list(connections)
+    body = json.dumps({"code": CODE}).encode()
 
-        async def one() -> bool:
-            posted = await client.post("/api/exec", json={"code": CODE})
-            if posted.status_code != 200:
+    async def one() -> bool:
+        connection = idle.pop()
+        try:
+            status, posted = await connection.request("POST", "/api/exec", body)
+            if status != 200:
                 return False
-            execution_id = posted.json()["execution_id"]
-            got = await client.get(f"/api/executions/{execution_id}", params={"wait": "30"})
-            body = got.json()
+            target = f"/api/executions/{posted['execution_id']}?wait=30"
+            status, got = await connection.request("GET", target)
             return bool(
-                got.status_code == 200
-                and body["status"] == "completed"
-                and body["result"] == EXPECTED
+                status == 200 and got["status"] == "completed" and got["result"] == EXPECTED
             )
+        finally:
+            idle.append(connection)
 
+    try:
         return await windowed(
             n, one, plan.warmup_s, plan.rest_s, lambda: cpu_sample(server.process)
         )
+    finally:
+        for connection in connections:
+            await connection.aclose()
 
 
 def measure_rest_latency(server: Server, plan: Plan) -> Latency:

@@ -17,7 +17,8 @@ What is measured (1-5: stateless ``1+1``; 6-8: stateful):
    ``max_concurrent_executions`` in flight (then, for reference, the engine's
    own sequential latency, without HTTP);
 3. REST throughput: the real server (``mcp-v8 --stateless --http-port``) as a
-   subprocess, driven by ``httpx.AsyncClient`` with 4 executions in flight;
+   subprocess, driven by a minimal keep-alive HTTP/1.1 client (``loadgen``)
+   with 4 executions in flight;
 4. REST latency at low load: sequential ``POST /api/exec`` then
    ``GET /api/executions/{id}?wait=10``, pausing between iterations so the
    pool refills;
