@@ -195,9 +195,9 @@ addEventListener("beforeunload", (event) => {
 send({ type: "ready", protocol: PROTOCOL_VERSION, deno: Deno.version.deno, v8: Deno.version.v8 });
 const reader = new FrameReader();
 
-function nextFrame() {
+async function nextFrame() {
   try {
-    return reader.nextSync();
+    return await reader.next();
   } catch {
     Deno.exit(70); // the supervisor went away before sending work
   }
@@ -219,7 +219,7 @@ function captureOutput(limit) {
   }
 }
 
-let { frame, blob: restoreBlob } = nextFrame();
+let { frame, blob: restoreBlob } = await nextFrame();
 // A child set aside for executions that import exactly these modules
 // evaluates them first; its Run comes later (or never: then it is discarded).
 if (frame.type === "preload") {
@@ -231,7 +231,7 @@ if (frame.type === "preload") {
     Deno.exit(0);
   }
   send({ type: "preloaded", ok: true });
-  ({ frame, blob: restoreBlob } = nextFrame());
+  ({ frame, blob: restoreBlob } = await nextFrame());
 }
 if (frame.type !== "run" || frame.protocol !== PROTOCOL_VERSION) {
   fail(new Error(`sandbox expected a run frame of protocol ${PROTOCOL_VERSION}`));
