@@ -192,9 +192,6 @@ addEventListener("beforeunload", (event) => {
   }
 });
 
-send({ type: "ready", protocol: PROTOCOL_VERSION, deno: Deno.version.deno, v8: Deno.version.v8 });
-const reader = new FrameReader();
-
 async function nextFrame() {
   try {
     return await reader.next();
@@ -203,11 +200,9 @@ async function nextFrame() {
   }
 }
 
-let capture = null;
-
 /** Console calls and raw writes to stdout/stderr become output frames (never the channel). */
-function captureOutput(limit) {
-  capture = makeConsole((stream, text) => send({ type: "output", stream, text }), limit);
+function captureOutput() {
+  const capture = makeConsole((stream, text) => send({ type: "output", stream, text }), Infinity);
   globalThis.console = capture.console;
   const rawText = new TextDecoder();
   for (const [target, stream] of [[Deno.stdout, "log"], [Deno.stderr, "error"]]) {
@@ -217,13 +212,24 @@ function captureOutput(limit) {
     };
     target.write = (bytes) => Promise.resolve(target.writeSync(bytes));
   }
+  return capture;
 }
 
+// Everything that does not depend on the run is set up before this child
+// reports ready, while it waits in the pool: not on an execution's time.
+const capture = captureOutput();
+installCapabilities();
+installModuleLoader();
+
+send({ type: "ready", protocol: PROTOCOL_VERSION, deno: Deno.version.deno, v8: Deno.version.v8 });
+const reader = new FrameReader();
+
 let { frame, blob: restoreBlob } = await nextFrame();
+const preloaded = frame.type === "preload";
 // A child set aside for executions that import exactly these modules
 // evaluates them first; its Run comes later (or never: then it is discarded).
 if (frame.type === "preload") {
-  captureOutput(frame.output_limit_bytes);
+  capture.setLimit(frame.output_limit_bytes);
   try {
     await preloadModules(frame.modules, restoreBlob ?? new Uint8Array());
   } catch (error) {
@@ -236,14 +242,13 @@ if (frame.type === "preload") {
 if (frame.type !== "run" || frame.protocol !== PROTOCOL_VERSION) {
   fail(new Error(`sandbox expected a run frame of protocol ${PROTOCOL_VERSION}`));
 }
-if (capture === null) captureOutput(frame.output_limit_bytes);
+// (A preloaded child's budget already counts what its modules printed.)
+if (frame.type === "run" && !preloaded) capture.setLimit(frame.output_limit_bytes);
 
 // From here on stdin carries replies to capability calls; its EOF (the
 // supervisor died) ends this process. The read keeps the event loop alive
 // only while a call waits for its reply.
 serveReplies(reader);
-installCapabilities();
-installModuleLoader();
 
 /** Start evaluating the cell; returns a Promise of its completion value, or null if it already failed. */
 function evaluate(code) {
