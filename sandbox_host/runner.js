@@ -20,6 +20,7 @@ import {
 } from "./modules.js";
 import { lazyModule } from "./lazy.js";
 import { describeError, renderResult, USER_URL } from "./render.js";
+import { installTimers } from "./timers.js";
 import { PROTOCOL_VERSION } from "./wire.js";
 
 // Stateful runs only: compiled when one needs it.
@@ -218,6 +219,7 @@ function captureOutput() {
 // Everything that does not depend on the run is set up before this child
 // reports ready, while it waits in the pool: not on an execution's time.
 const capture = captureOutput();
+installTimers();
 installCapabilities();
 installModuleLoader();
 

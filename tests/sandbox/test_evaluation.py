@@ -126,6 +126,24 @@ async def test_the_execution_waits_for_pending_timers(services: Services) -> Non
     assert await output_of(services, record) == "interval done\ntimeout microtask\n"
 
 
+async def test_timer_handles_behave_like_denos_own(services: Services) -> None:
+    code = """
+        const log = [];
+        const t = setTimeout((a, b) => log.push(`args ${a}${b}`), 1, "x", "y");
+        const byNumber = setTimeout(() => log.push("never"), 1);
+        clearTimeout(Number(byNumber));
+        const iv = setInterval(() => { log.push("tick"); clearInterval(+iv); }, 1);
+        setTimeout(() => log.push("unref'd, never waited for"), 60_000).unref();
+        let threw = "";
+        try { setTimeout("1 + 1", 1) } catch (e) { threw = e.constructor.name }
+        await new Promise((resolve) => setTimeout(resolve, 20));
+        [typeof t, typeof +t, t.hasRef(), threw, log.join("|"), setTimeout.name]
+    """
+    record = await run(services, code)
+    assert record.status == ExecutionStatus.COMPLETED, record.error
+    assert record.result == '["object","number",true,"TypeError","args xy|tick","setTimeout"]'
+
+
 async def test_a_thrown_error_fails_with_its_message_and_a_stack_at_the_users_line(
     services: Services,
 ) -> None:
