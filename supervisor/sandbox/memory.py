@@ -8,13 +8,13 @@ elsewhere psutil reads it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
 import resource
 from collections.abc import Callable
 
-import anyio
 import psutil
 
 logger = logging.getLogger(__name__)
@@ -52,21 +52,45 @@ def _rss_reader(pid: int) -> Callable[[], int | None]:
     return from_psutil
 
 
-async def watch_rss(
-    pid: int, cap_bytes: int, interval_s: float, on_exceeded: Callable[[int], None]
-) -> None:
-    """Poll the resident set of ``pid`` until it exits or exceeds ``cap_bytes``."""
-    read = _rss_reader(pid)
-    try:
-        while (rss := read()) is not None:
-            if rss > cap_bytes:
-                on_exceeded(rss)
-                return
-            await anyio.sleep(interval_s)
-    finally:
-        close = getattr(read, "close", None)
+class RssWatch:
+    """Polls the resident set of ``pid`` until :meth:`stop`, calling ``on_exceeded`` once if
+    it passes ``cap_bytes``.
+
+    Timer callbacks on the running event loop, not a task: stopping a task
+    means cancelling it, and an anyio cancellation formats the repr of the
+    cancelling task, measured at ~0.45 ms of CPU, on every execution's path.
+    """
+
+    def __init__(
+        self, pid: int, cap_bytes: int, interval_s: float, on_exceeded: Callable[[int], None]
+    ) -> None:
+        self._read = _rss_reader(pid)
+        self._cap = cap_bytes
+        self._interval = interval_s
+        self._on_exceeded = on_exceeded
+        self._loop = asyncio.get_running_loop()
+        self._handle: asyncio.TimerHandle | None = None
+        self._tick()
+
+    def _tick(self) -> None:
+        rss = self._read()
+        if rss is None:
+            self.stop()
+        elif rss > self._cap:
+            self.stop()
+            self._on_exceeded(rss)
+        else:
+            self._handle = self._loop.call_later(self._interval, self._tick)
+
+    def stop(self) -> None:
+        """Stop polling (idempotent)."""
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        close = getattr(self._read, "close", None)
         if close is not None:
             close()
+            self._read = lambda: None
 
 
 def cap_cpu_seconds(pid: int, seconds: int) -> None:
