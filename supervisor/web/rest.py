@@ -178,7 +178,7 @@ def create_rest_app(services: Services) -> Quart:
             raise InvalidRequest(f"wait must be a number of seconds, got {raw!r}") from None
         if not math.isfinite(wait) or not 0 <= wait <= MAX_WAIT_S:
             raise InvalidRequest(f"wait must be between 0 and {MAX_WAIT_S:g} seconds, got {raw}")
-        await engine.get(execution_id)  # 404 before waiting
+        # An unknown id is a 404 at once: wait() only waits for a live execution.
         return _reply(ExecutionView.of(await engine.wait(execution_id, wait)))
 
     @app.get("/api/executions/<execution_id>/output")
