@@ -163,17 +163,6 @@ class MemoryCgroups:
             return process, None
         return process, group
 
-    def attach(self, pid: int, limit_bytes: int) -> ChildCgroup | None:
-        """Move the running process ``pid`` into a group limited to ``limit_bytes``.
-
-        Blocking (see the class docstring); None if that fails.
-        """
-        group = self._take(limit_bytes)
-        if group is not None and not _write(group.path / "cgroup.procs", str(pid)):
-            group.remove()
-            return None
-        return group
-
     def _take(self, limit_bytes: int) -> ChildCgroup | None:
         """An idle group, or a new one, limited to ``limit_bytes``; None if that fails."""
         with self._lock:
