@@ -31,6 +31,7 @@ bench *ARGS:
     {{bin}}/python -m bench.fetch_bench
     {{bin}}/python -m bench.typescript_bench
     {{bin}}/python -m bench.import_bench
+    {{bin}}/python -m bench.cells_bench
 
 # Regenerate sandbox_host/wire.js and wire.schema.json from protocol/frames.py
 wire:
