@@ -23,8 +23,8 @@ from pathlib import Path
 import anyio
 
 from bench.ceiling import deno_binary
+from bench.engine import stateless_settings
 from supervisor.app import running
-from supervisor.config import HttpSettings, SandboxSettings, Settings, StorageSettings
 from supervisor.executions import build_run_request
 from supervisor.store import ExecutionStatus
 
@@ -48,11 +48,7 @@ def _children_cpu_s() -> float:
 async def measure() -> dict[str, tuple[float, float]]:
     """p50 latency (ms) and child CPU per run (ms) for each kind of cell."""
     with tempfile.TemporaryDirectory() as tmp:
-        settings = Settings(
-            sandbox=SandboxSettings(deno_path=deno_binary()),
-            http=HttpSettings(),
-            storage=StorageSettings(data_dir=Path(tmp), stateless=True),
-        )
+        settings = stateless_settings(deno_binary(), Path(tmp))
         latencies: dict[str, list[float]] = {name: [] for name in CELLS}
         cpu: dict[str, float] = dict.fromkeys(CELLS, 0.0)
         async with running(settings) as services:

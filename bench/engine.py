@@ -27,6 +27,15 @@ class EngineRun:
     profile: str | None = None
 
 
+def stateless_settings(deno: str, data_dir: Path) -> Settings:
+    """A stateless server's settings with defaults, its data in ``data_dir``."""
+    return Settings(
+        sandbox=SandboxSettings(deno_path=deno),
+        http=HttpSettings(),
+        storage=StorageSettings(data_dir=data_dir, stateless=True),
+    )
+
+
 async def measure_engine(
     deno: str, data_dir: Path, plan: Plan, *, profile: str | None = None
 ) -> EngineRun:
@@ -35,11 +44,7 @@ async def measure_engine(
     With ``profile`` ("cpu": a sampling profiler on CPU time; "wall": cProfile),
     the throughput window is profiled and the sequential latency part is skipped.
     """
-    settings = Settings(
-        sandbox=SandboxSettings(deno_path=deno),
-        http=HttpSettings(),
-        storage=StorageSettings(data_dir=data_dir, stateless=True),
-    )
+    settings = stateless_settings(deno, data_dir)
     request = build_run_request(settings.sandbox, CODE)
     in_flight = 2 * settings.sandbox.max_concurrent_executions
     async with running(settings) as services:

@@ -31,8 +31,8 @@ import anyio
 import deno
 import psutil
 
+from bench.engine import stateless_settings
 from supervisor.app import running
-from supervisor.config import HttpSettings, SandboxSettings, Settings, StorageSettings
 from supervisor.executions import build_run_request
 from supervisor.typescript import TypeStripper
 
@@ -143,11 +143,7 @@ async def _strips(
 
 async def _engine_p50_ms(deno_path: str, data_dir: Path, iterations: int) -> float:
     """Sequential JavaScript ``1+1`` through the engine: submit + wait, p50 in ms."""
-    settings = Settings(
-        sandbox=SandboxSettings(deno_path=deno_path),
-        http=HttpSettings(),
-        storage=StorageSettings(data_dir=data_dir, stateless=True),
-    )
+    settings = stateless_settings(deno_path, data_dir)
     request = build_run_request(settings.sandbox, "1+1")
     totals: list[float] = []
     async with running(settings) as services:

@@ -227,11 +227,12 @@ send({ type: "ready", protocol: PROTOCOL_VERSION, deno: Deno.version.deno, v8: D
 const reader = new FrameReader();
 
 let { frame, blob: restoreBlob } = await nextFrame();
-const preloaded = frame.type === "preload";
+// The output budget starts with the first frame: a preloaded child's counts
+// what its modules printed.
+capture.setLimit(frame.output_limit_bytes);
 // A child set aside for executions that import exactly these modules
 // evaluates them first; its Run comes later (or never: then it is discarded).
 if (frame.type === "preload") {
-  capture.setLimit(frame.output_limit_bytes);
   try {
     await preloadModules(frame.modules, restoreBlob ?? new Uint8Array());
   } catch (error) {
@@ -244,8 +245,6 @@ if (frame.type === "preload") {
 if (frame.type !== "run" || frame.protocol !== PROTOCOL_VERSION) {
   fail(new Error(`sandbox expected a run frame of protocol ${PROTOCOL_VERSION}`));
 }
-// (A preloaded child's budget already counts what its modules printed.)
-if (frame.type === "run" && !preloaded) capture.setLimit(frame.output_limit_bytes);
 
 // From here on stdin carries replies to capability calls; its EOF (the
 // supervisor died) ends this process. The read keeps the event loop alive

@@ -45,8 +45,8 @@ class ChildCgroup:
 
     path: Path
     version: int
+    owner: MemoryCgroups
     limit_bytes: int = -1
-    owner: MemoryCgroups | None = None
 
     def oom_killed(self) -> bool:
         """Whether the kernel killed something in this group for exceeding its limit."""
@@ -89,10 +89,7 @@ class ChildCgroup:
 
     def release(self) -> None:
         """Give the group back once its child has exited (kept for reuse, or removed)."""
-        if self.owner is None:
-            self.remove()
-        else:
-            self.owner.release(self)
+        self.owner.release(self)
 
     def remove(self) -> None:
         """Delete the group (its process must have exited)."""
@@ -169,7 +166,7 @@ class MemoryCgroups:
             group = self._idle.pop() if self._idle else None
         if group is None:
             name = f"mcp-v8-{os.getpid()}-{next(_serial)}"
-            group = ChildCgroup(self.parent / name, self.version, owner=self)
+            group = ChildCgroup(self.parent / name, self.version, self)
             try:
                 group.path.mkdir()
             except OSError as exc:

@@ -234,27 +234,24 @@ async def _collect(
     async def answer(request: Call, blob: bytes) -> None:
         answering[0] += 1
         try:
-            await reply_to(request, blob)
+            async with limiter:
+                if calls is None:
+                    reply = Reply(
+                        id=request.id,
+                        ok=False,
+                        error=CallError(
+                            code="ENOTSUP",
+                            message=f"{request.capability} is not enabled on this server",
+                        ),
+                    )
+                    data = b""
+                else:
+                    reply, data = await calls(request, blob)
+            async with send_lock:
+                with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+                    await child.send(reply, data)
         finally:
             answering[0] -= 1
-
-    async def reply_to(request: Call, blob: bytes) -> None:
-        async with limiter:
-            if calls is None:
-                reply = Reply(
-                    id=request.id,
-                    ok=False,
-                    error=CallError(
-                        code="ENOTSUP",
-                        message=f"{request.capability} is not enabled on this server",
-                    ),
-                )
-                data = b""
-            else:
-                reply, data = await calls(request, blob)
-        async with send_lock:
-            with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
-                await child.send(reply, data)
 
     while True:
         for frame, blob in await child.receive_batch():

@@ -39,7 +39,7 @@ def join_modules(entry: Path) -> str:
 
 def lazy_modules(entry: Path) -> dict[str, str]:
     """The modules ``entry``'s script loads lazily: file name to a script returning its exports."""
-    return {name: _lazy_script(entry.parent / name) for name in _join(entry)[1]}
+    return _lazy_scripts(entry, _join(entry)[1])
 
 
 def _join(entry: Path) -> tuple[str, list[str]]:
@@ -62,6 +62,10 @@ def _join(entry: Path) -> tuple[str, list[str]]:
     return "\n".join(parts), lazy
 
 
+def _lazy_scripts(entry: Path, names: list[str]) -> dict[str, str]:
+    return {name: _lazy_script(entry.parent / name) for name in names}
+
+
 def _lazy_script(path: Path) -> str:
     source = path.read_text(encoding="utf-8")
     if _IMPORT.search(source):
@@ -73,6 +77,7 @@ def _lazy_script(path: Path) -> str:
 def boot_message(entry: Path) -> bytes:
     """What the supervisor writes to a new child's stdin before anything else."""
     # An async function, so the runner's top-level awaits keep working.
-    script = f"(async function (LAZY_SOURCES) {{\n{join_modules(entry)}\n}})\n".encode()
-    lazy = json.dumps(lazy_modules(entry)).encode()
+    joined, lazy_names = _join(entry)
+    script = f"(async function (LAZY_SOURCES) {{\n{joined}\n}})\n".encode()
+    lazy = json.dumps(_lazy_scripts(entry, lazy_names)).encode()
     return struct.pack(">I", len(script)) + script + struct.pack(">I", len(lazy)) + lazy
