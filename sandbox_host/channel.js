@@ -28,6 +28,14 @@ async function read(buf) {
   return got === 0 ? null : got;
 }
 
+// A blocking read, for the first frame only: the child waits for it in the
+// pool with nothing else to do, and never starting an asynchronous read is
+// ~0.2 ms of CPU less per child.
+function readBlocking(buf) {
+  const got = channelCore.readSync(0, buf);
+  return got === 0 ? null : got;
+}
+
 /** Whether waiting on the channel keeps this process alive. */
 export function holdChannel(on) {
   if (on === referenced) return;
@@ -62,8 +70,13 @@ export function send(frame, blob) {
   for (const part of parts) writeAll(part);
 }
 
-/** Reads whole frames from stdin; chunks are kept in a list, never re-concatenated per read. */
-export class FrameReader {
+/**
+ * Reads whole frames from stdin; chunks are kept in a list, never
+ * re-concatenated per read. `next` and `nextBlocking` share the steps of
+ * reading a frame: a generator that yields each buffer a read must fill and
+ * is sent back how many bytes it got (null at EOF).
+ */
+class FrameReader {
   #chunks = [];
   #size = 0;
 
@@ -82,24 +95,31 @@ export class FrameReader {
     return out;
   }
 
-  async #fill(n) {
-    while (this.#size < n) {
+  *#frame() {
+    while (this.#size < HEADER_BYTES) {
       const buf = new Uint8Array(65536);
-      const got = await read(buf);
+      const got = yield buf;
       if (got === null) throw new Error("supervisor closed the channel");
       this.#chunks.push(buf.subarray(0, got));
       this.#size += got;
     }
+    const header = this.#take(HEADER_BYTES);
+    if (header[0] !== MAGIC_0 || header[1] !== MAGIC_1) throw new Error("bad frame header");
+    const view = new DataView(header.buffer);
+    const jsonLen = view.getUint32(2);
+    const blobLen = view.getUint32(6);
+    const frame = JSON.parse(decoder.decode(yield* this.#exactly(jsonLen)));
+    const blob = blobLen ? yield* this.#exactly(blobLen) : null;
+    return { frame, blob };
   }
 
   /** Exactly `n` bytes: what is buffered, then reads straight into one buffer (no re-copying). */
-  async #exactly(n) {
-    if (this.#size >= n) return this.#take(n);
+  *#exactly(n) {
     const out = new Uint8Array(n);
-    let filled = this.#size;
-    out.set(this.#take(this.#size), 0);
+    let filled = Math.min(n, this.#size);
+    out.set(this.#take(filled), 0);
     while (filled < n) {
-      const got = await read(out.subarray(filled));
+      const got = yield out.subarray(filled);
       if (got === null) throw new Error("supervisor closed the channel");
       filled += got;
     }
@@ -108,14 +128,20 @@ export class FrameReader {
 
   /** Resolve with the next `{frame, blob}`. */
   async next() {
-    await this.#fill(HEADER_BYTES);
-    const header = this.#take(HEADER_BYTES);
-    if (header[0] !== MAGIC_0 || header[1] !== MAGIC_1) throw new Error("bad frame header");
-    const view = new DataView(header.buffer);
-    const jsonLen = view.getUint32(2);
-    const blobLen = view.getUint32(6);
-    const frame = JSON.parse(decoder.decode(await this.#exactly(jsonLen)));
-    const blob = blobLen ? await this.#exactly(blobLen) : null;
-    return { frame, blob };
+    const steps = this.#frame();
+    for (let step = steps.next(); ; step = steps.next(await read(step.value))) {
+      if (step.done) return step.value;
+    }
+  }
+
+  /** The next `{frame, blob}`, blocking the whole process until it has arrived. */
+  nextBlocking() {
+    const steps = this.#frame();
+    for (let step = steps.next(); ; step = steps.next(readBlocking(step.value))) {
+      if (step.done) return step.value;
+    }
   }
 }
+
+/** The one reader of this process's stdin. */
+export const reader = new FrameReader();

@@ -208,12 +208,16 @@ def test_executions_survive_a_restart_and_unfinished_ones_are_marked_failed(
         pending = http.post(
             "/api/exec", json={"code": "while (true) {}", "execution_timeout_secs": 1}
         ).json()["execution_id"]
+        ticking = http.post(
+            "/api/exec", json={"code": "setInterval(() => {}, 20); 1", "execution_timeout_secs": 60}
+        ).json()["execution_id"]
         http.get(f"/api/executions/{pending}", params={"wait": 0.3})
         children = psutil.Process(first.process.pid).children(recursive=True)
         assert children, "the server should have sandbox children"
         first.process.kill()  # SIGKILL: no chance to clean up
         first.process.wait()
-    # Orphaned children end too: idle ones see stdin close, the spinning one hits RLIMIT_CPU.
+    # Orphaned children end too: idle ones and the ticking one see stdin close,
+    # the spinning one hits RLIMIT_CPU.
     _gone, alive = psutil.wait_procs(children, timeout=10)
     assert alive == []
     with serve(data) as second, httpx.Client(base_url=second.url, timeout=30) as http:
@@ -221,3 +225,4 @@ def test_executions_survive_a_restart_and_unfinished_ones_are_marked_failed(
         interrupted = http.get(f"/api/executions/{pending}").json()
         assert interrupted["status"] == "failed"
         assert "stopped" in interrupted["error"]
+        assert http.get(f"/api/executions/{ticking}").json()["status"] == "failed"
