@@ -40,7 +40,7 @@ function makeResponse(value, blob) {
 }
 
 /** The Web Fetch API, answered by the supervisor. */
-async function brokeredFetch(input, init = {}) {
+export async function brokeredFetch(input, init = {}) {
   let url;
   let method = init.method;
   let headers = init.headers;
@@ -80,7 +80,7 @@ function options(value) {
 }
 
 /** The original's `fs` module: every operation a Promise, every one policy-checked. */
-const brokeredFs = Object.freeze({
+export const brokeredFs = Object.freeze({
   async readFile(path, encoding = "utf-8") {
     const asBuffer = encoding === "buffer" || options(encoding).encoding === "buffer";
     const { blob } = await fsCall("readFile", path, { encoding: asBuffer ? "buffer" : "utf8" });
@@ -126,18 +126,3 @@ const brokeredFs = Object.freeze({
   },
 });
 
-/** Replace Deno's own fetch (which would fail without permissions) and add `fs`. */
-export function installCapabilities() {
-  Object.defineProperty(globalThis, "fetch", {
-    value: brokeredFetch,
-    writable: true,
-    enumerable: false,
-    configurable: true,
-  });
-  Object.defineProperty(globalThis, "fs", {
-    value: brokeredFs,
-    writable: true,
-    enumerable: false,
-    configurable: true,
-  });
-}

@@ -145,3 +145,34 @@ class FrameReader {
 
 /** The one reader of this process's stdin. */
 export const reader = new FrameReader();
+
+let frameHandler = () => {};
+let watching = false;
+
+/** Where frames read by `watchChannel` go (a reply to a capability call). */
+export function onFrame(handler) {
+  frameHandler = handler;
+}
+
+/**
+ * Read frames for the rest of the run and hand each to the `onFrame` handler.
+ * Started by the first capability call, or by the runner once the code
+ * outlives its first turn of the event loop: the read's EOF (the supervisor
+ * died) ends this process, which must not live on as an orphan. Idempotent.
+ */
+export function watchChannel() {
+  if (watching) return;
+  watching = true;
+  holdChannel(false);
+  (async () => {
+    for (;;) {
+      let next;
+      try {
+        next = await reader.next();
+      } catch {
+        Deno.exit(70);
+      }
+      frameHandler(next.frame, next.blob);
+    }
+  })();
+}

@@ -10,10 +10,9 @@ const CHUNK_CHARS = 256 * 1024;
 
 /**
  * Build a console whose output goes to `emit(stream, text)`, stream being
- * "log", "warn" or "error". At most `limit` characters are emitted in total
- * (`setLimit` changes it before anything is written): the supervisor enforces
- * the byte cap itself, this only stops a flood early. Returns the console, the
- * raw `write(stream, text)` it is built on, and `setLimit`.
+ * "log", "warn" or "error". At most `limit` characters are emitted in total:
+ * the supervisor enforces the byte cap itself, this only stops a flood early.
+ * Returns the console and the raw `write(stream, text)` it is built on.
  */
 export function makeConsole(emit, limit) {
   let budget = limit;
@@ -92,5 +91,5 @@ export function makeConsole(emit, limit) {
     clear: () => {},
   };
   methods.groupCollapsed = methods.group;
-  return { console: methods, write, setLimit: (chars) => (budget = chars) };
+  return { console: methods, write };
 }

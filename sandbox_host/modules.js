@@ -152,12 +152,3 @@ export async function restoreImports(imported) {
   return lost;
 }
 
-/** `__mcpi`: what the helper turned each `import(` of a cell into. */
-export function installModuleLoader() {
-  Object.defineProperty(globalThis, "__mcpi", {
-    value: loadModule,
-    writable: false,
-    enumerable: false,
-    configurable: false,
-  });
-}

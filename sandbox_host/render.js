@@ -40,16 +40,17 @@ export function renderResult(value) {
   }
 }
 
-// The name bootstrap.js evaluates the runner under.
-const RUNNER_URL = "file:///mcp-v8-runner.js";
 export const USER_URL = "file:///code.js";
+// Frames of the sandbox's own code: the runner and its lazily loaded modules
+// (evaluated as file:///mcp-v8-*.js), the bootstrap file (whose real path
+// would tell the user where the server is installed), and Deno's.
+const OWN_FRAME = /file:\/\/\/mcp-v8-|\/sandbox_host\/bootstrap\.js:|ext:|node:/;
 
-/** Drop the runner's and Deno's own frames, keeping the user's (with their line numbers). */
+/** Drop the sandbox's and Deno's own frames, keeping the user's (with their line numbers). */
 export function cleanStack(stack, userUrl = USER_URL) {
   if (typeof stack !== "string") return null;
   const kept = stack.split("\n").filter(
-    (line) => !/^\s+at /.test(line) || line.includes(userUrl) ||
-      !(line.includes(RUNNER_URL) || line.includes("ext:") || line.includes("node:")),
+    (line) => !/^\s+at /.test(line) || line.includes(userUrl) || !OWN_FRAME.test(line),
   );
   return kept.join("\n").toWellFormed();
 }

@@ -7,24 +7,17 @@
 // with evalContext (a classic script in the global scope, so its completion
 // value is the result) or, for top-level await, V8's REPL mode through the
 // inspector, which costs ~20 ms and is loaded only for such cells.
-import { serveReplies } from "./calls.js";
-import { installCapabilities } from "./capabilities.js";
-import { reader, send } from "./channel.js";
-import { makeConsole } from "./console.js";
-import {
-  bindImports,
-  importedGlobals,
-  installModuleLoader,
-  preloadModules,
-  restoreImports,
-} from "./modules.js";
-import { lazyModule } from "./lazy.js";
+import { reader, send, watchChannel } from "./channel.js";
+import { lazyGlobal, lazyModule } from "./lazy.js";
 import { describeError, renderResult, USER_URL } from "./render.js";
-import { installTimers } from "./timers.js";
 import { PROTOCOL_VERSION } from "./wire.js";
 
-// Stateful runs only: compiled when one needs it.
+// Compiled when a run first needs them (lazy.js): a `1 + 1` needs none.
+const capabilities = lazyModule("capabilities.js");
+const consoles = lazyModule("console.js");
+const modules = lazyModule("modules.js");
 const snapshots = lazyModule("snapshot.js");
+const timers = lazyModule("timers.js");
 
 const core = Deno[Deno.internal].core;
 // In a classic script `await` may parse as an identifier (`f(await -1)` would
@@ -186,7 +179,7 @@ function onIdle() {
   if (settled) {
     if (snapshotting) return true;
     snapshotting = true;
-    snapshots().takeSnapshot(frame.code, capturingFunctions, importedGlobals).then(({ bytes, lost }) => {
+    snapshots().takeSnapshot(frame.code, capturingFunctions, (names) => modules().importedGlobals(names)).then(({ bytes, lost }) => {
       lost.push(...lostOnRestore);
       finish({ type: "done", ok: true, result, snapshot: true, lost }, bytes);
     }, fail);
@@ -212,7 +205,7 @@ addEventListener("beforeunload", (event) => {
  */
 function afterFirstTurn() {
   if (settled && !core.eventLoopHasMoreWork()) onIdle();
-  if (!finished) serveReplies();
+  if (!finished) watchChannel();
 }
 
 /** Run `fn` in the event loop's next immediate phase (as Node's setImmediate). */
@@ -235,27 +228,42 @@ async function nextFrame() {
   }
 }
 
-/** Console calls and raw writes to stdout/stderr become output frames (never the channel). */
-function captureOutput() {
-  const capture = makeConsole((stream, text) => send({ type: "output", stream, text }), Infinity);
-  globalThis.console = capture.console;
-  const rawText = new TextDecoder();
-  for (const [target, stream] of [[Deno.stdout, "log"], [Deno.stderr, "error"]]) {
-    target.writeSync = (bytes) => {
-      capture.write(stream, rawText.decode(bytes));
-      return bytes.byteLength;
-    };
-    target.write = (bytes) => Promise.resolve(target.writeSync(bytes));
-  }
+// Console calls and raw writes to stdout/stderr become output frames (never
+// the channel), through a console made on first use. The output budget
+// starts with the first frame: a preloaded child's counts what its modules
+// printed.
+let outputLimit = Infinity;
+let capture = null;
+function output() {
+  capture ??= consoles().makeConsole(
+    (stream, text) => send({ type: "output", stream, text }),
+    outputLimit,
+  );
   return capture;
 }
 
 // Everything that does not depend on the run is set up before this child
 // reports ready, while it waits in the pool: not on an execution's time.
-const capture = captureOutput();
-installTimers();
-installCapabilities();
-installModuleLoader();
+lazyGlobal("console", () => output().console);
+for (const [target, stream] of [[Deno.stdout, "log"], [Deno.stderr, "error"]]) {
+  let text = null;
+  target.writeSync = (bytes) => {
+    text ??= new TextDecoder();
+    output().write(stream, text.decode(bytes));
+    return bytes.byteLength;
+  };
+  target.write = (bytes) => Promise.resolve(target.writeSync(bytes));
+}
+for (const name of ["setTimeout", "setInterval", "clearTimeout", "clearInterval"]) {
+  lazyGlobal(name, () => timers().timerGlobals[name], true);
+}
+// Deno's own fetch would only fail without permissions; `fs` is the sandbox's.
+lazyGlobal("fetch", () => capabilities().brokeredFetch);
+lazyGlobal("fs", () => capabilities().brokeredFs);
+// `__mcpi`: what the supervisor's helper turned each `import(` of a cell into.
+Object.defineProperty(globalThis, "__mcpi", {
+  value: (specifier) => modules().loadModule(specifier),
+});
 
 send({ type: "ready", protocol: PROTOCOL_VERSION, deno: Deno.version.deno, v8: Deno.version.v8 });
 
@@ -267,14 +275,12 @@ try {
 } catch {
   Deno.exit(70); // the supervisor went away before sending work
 }
-// The output budget starts with the first frame: a preloaded child's counts
-// what its modules printed.
-capture.setLimit(frame.output_limit_bytes);
+outputLimit = frame.output_limit_bytes;
 // A child set aside for executions that import exactly these modules
 // evaluates them first; its Run comes later (or never: then it is discarded).
 if (frame.type === "preload") {
   try {
-    await preloadModules(frame.modules, restoreBlob ?? new Uint8Array());
+    await modules().preloadModules(frame.modules, restoreBlob ?? new Uint8Array());
   } catch (error) {
     send({ type: "preloaded", ok: false, error: describeError(error, USER_URL) });
     Deno.exit(0);
@@ -328,8 +334,8 @@ if (frame.stateful) snapshots().recordBaseline();
 
 /** Imports a restored snapshot kept, then the cell's own static imports, then the cell. */
 async function importThenEvaluate(restoredImports) {
-  lostOnRestore.push(...(await restoreImports(restoredImports)));
-  await bindImports(frame.imports ?? []);
+  lostOnRestore.push(...(await modules().restoreImports(restoredImports)));
+  await modules().bindImports(frame.imports ?? []);
   return evaluate(frame.code);
 }
 

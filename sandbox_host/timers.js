@@ -77,16 +77,11 @@ function clearTimer(handle) {
   timerCore.cancelTimer(timer);
 }
 
-/** Replace the global timer functions (before any code reads Deno's own). */
-export function installTimers() {
-  const functions = {
-    setTimeout: (callback, delay, ...args) => startTimer("setTimeout", callback, delay, args, false),
-    setInterval: (callback, delay, ...args) => startTimer("setInterval", callback, delay, args, true),
-    clearTimeout: (handle) => clearTimer(handle),
-    clearInterval: (handle) => clearTimer(handle),
-  };
-  for (const [name, fn] of Object.entries(functions)) {
-    Object.defineProperty(fn, "name", { value: name });
-    Object.defineProperty(globalThis, name, { value: fn, writable: true, enumerable: true, configurable: true });
-  }
-}
+/** The global timer functions, in place of Deno's (which no code may read first). */
+export const timerGlobals = {
+  setTimeout: (callback, delay, ...args) => startTimer("setTimeout", callback, delay, args, false),
+  setInterval: (callback, delay, ...args) => startTimer("setInterval", callback, delay, args, true),
+  clearTimeout: (handle) => clearTimer(handle),
+  clearInterval: (handle) => clearTimer(handle),
+};
+for (const [name, fn] of Object.entries(timerGlobals)) Object.defineProperty(fn, "name", { value: name });

@@ -166,6 +166,25 @@ async def test_an_error_thrown_inside_a_user_function_shows_both_user_frames(
     assert "code.js:4:" in record.error
 
 
+@pytest.mark.parametrize(
+    "code",
+    [
+        "Promise.reject(new Error('floating'));\n1",
+        "setTimeout(() => {\n  throw new Error('in a timer');\n}, 1);",
+        "fs.readFile(123).catch(() => {\n  throw new Error('after a call');\n});",
+    ],
+)
+async def test_stacks_show_only_the_users_frames(services: Services, code: str) -> None:
+    record = await run(services, code)
+    assert record.status == ExecutionStatus.FAILED
+    assert record.error is not None
+    frames = [line.strip() for line in record.error.splitlines() if line.strip().startswith("at ")]
+    assert frames, record.error
+    # Not the sandbox's own code, and never the server's install path.
+    assert all("file:///code.js:" in frame for frame in frames), record.error
+    assert "sandbox_host" not in record.error
+
+
 async def test_an_error_after_top_level_await_points_at_the_users_line(
     services: Services,
 ) -> None:

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import struct
+import subprocess
 from collections import Counter
 from pathlib import Path
 
+import deno
 import pytest
 
-from sandbox_host import ROOT, RUNNER
+from sandbox_host import BOOTSTRAP, ROOT, RUNNER
+from supervisor.sandbox.argv import child_env, deno_argv
 from supervisor.sandbox.script import boot_message, join_modules, lazy_modules
 
 # A static import or export statement at the start of a line; dynamic
@@ -36,17 +40,26 @@ def test_every_module_is_in_the_runner_once_or_loaded_lazily() -> None:
         if path.name not in {"bootstrap.js", "strip_helper.js"}
     )
     lazy = lazy_modules(RUNNER)
-    assert list(lazy) == ["snapshot.js"]
+    # What a `1 + 1` never uses is compiled only by the runs that do.
+    assert sorted(lazy) == [
+        "calls.js",
+        "capabilities.js",
+        "console.js",
+        "modules.js",
+        "snapshot.js",
+        "timers.js",
+    ]
     joined = Counter(_HEADER.findall(join_modules(RUNNER)))
     assert joined == dict.fromkeys(sorted(set(modules) - set(lazy)), 1)
     assert "function takeSnapshot" not in join_modules(RUNNER)
+    assert "function brokeredFetch" not in join_modules(RUNNER)
 
 
 def test_the_joined_runner_puts_dependencies_first_and_the_entry_last() -> None:
     order = _HEADER.findall(join_modules(RUNNER))
     assert order[-1] == "runner.js"
     assert order.index("wire.js") < order.index("channel.js")
-    assert order.index("render.js") < order.index("console.js")
+    assert order.index("lazy.js") < order.index("runner.js")
 
 
 def test_top_level_names_are_unique_across_the_joined_modules() -> None:
@@ -96,17 +109,71 @@ def test_a_lazy_module_becomes_a_script_returning_its_exports(tmp_path: Path) ->
     assert _HEADER.findall(join_modules(tmp_path / "main.js")) == ["main.js"]
     script = lazy_modules(tmp_path / "main.js")["extra.js"]
     assert _EXPORT.findall(script) == []
-    assert script.rstrip().endswith("return { shown, later, VALUE };\n})()")
+    assert script.startswith("(function ({  }) {")
+    assert script.rstrip().endswith("return { shown, later, VALUE };\n})")
 
 
-def test_a_lazy_module_that_imports_is_refused(tmp_path: Path) -> None:
-    (tmp_path / "base.js").write_text("export const BASE = 1;\n")
-    (tmp_path / "extra.js").write_text(
-        'import { BASE } from "./base.js";\nexport const X = BASE;\n'
+def test_lazy_modules_get_their_imports_from_joined_and_lazy_modules(tmp_path: Path) -> None:
+    # Run for real: the bootstrap evaluates the joined script, which compiles
+    # `outer.js` on first use, which imports `inner.js` (lazy too) and `base.js`.
+    shutil.copy(ROOT / "lazy.js", tmp_path / "lazy.js")
+    (tmp_path / "base.js").write_text("export const BASE = 40;\n")
+    (tmp_path / "inner.js").write_text(
+        'import { BASE } from "./base.js";\nexport function inner() { return BASE + 1; }\n'
     )
-    (tmp_path / "main.js").write_text('const extra = lazyModule("extra.js");\n')
-    with pytest.raises(ValueError, match=r"extra\.js is loaded lazily"):
-        lazy_modules(tmp_path / "main.js")
+    (tmp_path / "outer.js").write_text(
+        'import { BASE } from "./base.js";\nimport { inner } from "./inner.js";\n'
+        "export const total = () => `${BASE} ${inner() + 1}`;\n"
+    )
+    (tmp_path / "main.js").write_text(
+        'import { lazyModule } from "./lazy.js";\nimport { BASE } from "./base.js";\n'
+        'const outer = lazyModule("outer.js");\n'
+        "const once = outer() === outer();\n"
+        "Deno.stdout.writeSync(new TextEncoder().encode(`${BASE} ${outer().total()} ${once}`));\n"
+    )
+    assert _HEADER.findall(join_modules(tmp_path / "main.js")) == ["lazy.js", "base.js", "main.js"]
+    assert list(lazy_modules(tmp_path / "main.js")) == ["inner.js", "outer.js"]
+    argv = deno_argv(str(deno.find_deno_bin()), str(BOOTSTRAP), heap_memory_max_mb=8)
+    done = subprocess.run(
+        argv,
+        input=boot_message(tmp_path / "main.js"),
+        capture_output=True,
+        env=child_env(),
+        timeout=30,
+        check=False,
+    )
+    assert done.stdout.decode() == "40 40 42 true", done.stderr.decode()
+
+
+@pytest.mark.parametrize(
+    ("files", "problem"),
+    [
+        (
+            {"main.js": 'import { X } from "./extra.js";\nconst e = lazyModule("extra.js");\n'},
+            r"extra\.js is both imported and loaded lazily",
+        ),
+        (
+            {
+                "main.js": 'const e = lazyModule("extra.js");\n',
+                "extra.js": 'import { Y } from "./other.js";\nexport const X = 1;\n',
+                "other.js": 'import { X } from "./extra.js";\nexport const Y = 1;\n',
+            },
+            r"lazily loaded modules import each other: extra\.js -> other\.js",
+        ),
+        (
+            {"main.js": 'import { X as Y } from "./extra.js";\n'},
+            r"main\.js renames an import from extra\.js",
+        ),
+    ],
+)
+def test_modules_that_cannot_be_joined_are_refused(
+    tmp_path: Path, files: dict[str, str], problem: str
+) -> None:
+    (tmp_path / "extra.js").write_text("export const X = 1;\n")
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    with pytest.raises(ValueError, match=problem):
+        boot_message(tmp_path / "main.js")
 
 
 def test_the_bootstrap_has_no_top_level_comment() -> None:
