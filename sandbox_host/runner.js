@@ -16,6 +16,7 @@ import { PROTOCOL_VERSION } from "./wire.js";
 const capabilities = lazyModule("capabilities.js");
 const consoles = lazyModule("console.js");
 const modules = lazyModule("modules.js");
+const repl = lazyModule("repl.js");
 const snapshots = lazyModule("snapshot.js");
 const timers = lazyModule("timers.js");
 
@@ -50,108 +51,6 @@ function fail(thrown) {
   finish({ type: "done", ok: false, error: describeError(thrown, USER_URL) });
 }
 
-let inspector = null;
-
-/** A lazily connected inspector session (loading it costs ~20 ms; most cells never need it). */
-async function inspectorPost(method, params) {
-  if (inspector === null) {
-    const { Session } = await import("node:inspector");
-    inspector = new Session();
-    inspector.connect();
-    await new Promise((resolve) => inspector.post("Runtime.enable", {}, resolve));
-  }
-  return new Promise((resolve, reject) =>
-    inspector.post(method, params, (err, res) => (err ? reject(err) : resolve(res)))
-  );
-}
-
-/** Bring a value the inspector holds back into this realm. */
-async function fromRemote(remote) {
-  if (remote.objectId === undefined) {
-    if (remote.type === "undefined") return undefined;
-    if (remote.unserializableValue !== undefined) {
-      const raw = remote.unserializableValue;
-      return raw.endsWith("n") ? BigInt(raw.slice(0, -1)) : Number(raw);
-    }
-    return remote.value;
-  }
-  const slot = "__mcp_v8_remote__";
-  await inspectorPost("Runtime.callFunctionOn", {
-    objectId: remote.objectId,
-    functionDeclaration: `function () { globalThis.${slot} = this; }`,
-  });
-  const value = globalThis[slot];
-  delete globalThis[slot];
-  return value;
-}
-
-/** Names of the given global functions that capture state from an enclosing scope. */
-async function capturingFunctions(names) {
-  const captured = [];
-  for (const name of names) {
-    const { result: fn } = await inspectorPost("Runtime.evaluate", { expression: name, silent: true });
-    if (!fn?.objectId) continue;
-    const { internalProperties = [] } = await inspectorPost("Runtime.getProperties", {
-      objectId: fn.objectId,
-      ownProperties: false,
-    });
-    const scopes = internalProperties.find((p) => p.name === "[[Scopes]]")?.value?.objectId;
-    if (!scopes) continue;
-    const { result: list } = await inspectorPost("Runtime.getProperties", { objectId: scopes, ownProperties: true });
-    if (list.some((p) => !/^(Global|Script)\b/.test(p.value?.description ?? ""))) captured.push(name);
-  }
-  return captured;
-}
-
-/** Evaluate a cell that needs top-level await in V8's REPL mode. */
-async function replEvaluate(code) {
-  // While the inspector holds the evaluation, the event loop must not reach
-  // its end, so a timer keeps it alive until the cell settles. (If the cell
-  // awaits a Promise nothing references, V8 may collect it and Deno aborts;
-  // the supervisor then ends the execution at its deadline, as any other hang.)
-  const keepAlive = setInterval(() => {}, 2 ** 30);
-  let response;
-  try {
-    response = await inspectorPost("Runtime.evaluate", {
-      expression: `${code}\n//# sourceURL=${USER_URL}`,
-      replMode: true,
-      awaitPromise: true,
-    });
-  } finally {
-    clearInterval(keepAlive);
-  }
-  if (response.exceptionDetails) {
-    const details = response.exceptionDetails;
-    const thrown = await fromRemote(details.exception);
-    if (thrown instanceof SyntaxError) throw located(thrown, details);
-    // REPL-mode scripts are anonymous; point their frames at the user's code.
-    if (thrown instanceof Error && typeof thrown.stack === "string") {
-      thrown.stack = thrown.stack.replace(/<anonymous>:(\d+:\d+)/g, `${USER_URL}:$1`);
-    }
-    throw thrown;
-  }
-  return await fromRemote(response.result);
-}
-
-/** A SyntaxError from evalContext has no position; ask the compiler where it is. */
-async function locateSyntaxError(code, thrown) {
-  const response = await inspectorPost("Runtime.compileScript", {
-    expression: code,
-    sourceURL: USER_URL,
-    persistScript: false,
-  });
-  return response.exceptionDetails ? located(thrown, response.exceptionDetails) : thrown;
-}
-
-/** A SyntaxError that names its line and column (1-based) in the user's code. */
-function located(thrown, details) {
-  const line = details.lineNumber + 1;
-  const column = details.columnNumber + 1;
-  const error = new SyntaxError(`${thrown.message} (at line ${line}, column ${column})`);
-  error.stack = `SyntaxError: ${error.message}\n    at ${USER_URL}:${line}:${column}`;
-  return error;
-}
-
 function onSettled(value) {
   settled = true;
   result = renderResult(value);
@@ -179,7 +78,11 @@ function onIdle() {
   if (settled) {
     if (snapshotting) return true;
     snapshotting = true;
-    snapshots().takeSnapshot(frame.code, capturingFunctions, (names) => modules().importedGlobals(names)).then(({ bytes, lost }) => {
+    snapshots().takeSnapshot(
+      frame.code,
+      (names) => repl().capturingFunctions(names),
+      (names) => modules().importedGlobals(names),
+    ).then(({ bytes, lost }) => {
       lost.push(...lostOnRestore);
       finish({ type: "done", ok: true, result, snapshot: true, lost }, bytes);
     }, fail);
@@ -294,15 +197,15 @@ if (frame.type !== "run" || frame.protocol !== PROTOCOL_VERSION) {
 
 /** Start evaluating the cell; returns a Promise of its completion value, or null if it already failed. */
 function evaluate(code) {
-  if (MENTIONS_AWAIT.test(code)) return replEvaluate(code);
+  if (MENTIONS_AWAIT.test(code)) return repl().replEvaluate(code);
   const [value, error] = core.evalContext(code, USER_URL);
   if (!error) return Promise.resolve(value);
   if (!error.isCompileError) {
     fail(error.thrown);
     return null;
   }
-  if (NEEDS_ASYNC.test(String(error.thrown?.message))) return replEvaluate(code);
-  return locateSyntaxError(code, error.thrown).then((located) => Promise.reject(located));
+  if (NEEDS_ASYNC.test(String(error.thrown?.message))) return repl().replEvaluate(code);
+  return repl().locateSyntaxError(code, error.thrown).then((located) => Promise.reject(located));
 }
 
 // Preloaded WebAssembly: compiled (and instantiated) on first use only.

@@ -46,6 +46,7 @@ def test_every_module_is_in_the_runner_once_or_loaded_lazily() -> None:
         "capabilities.js",
         "console.js",
         "modules.js",
+        "repl.js",
         "snapshot.js",
         "timers.js",
     ]
