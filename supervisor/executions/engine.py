@@ -66,7 +66,7 @@ class _Live:
     imports: tuple[ImportBinding, ...] = ()
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
     done: anyio.Event = field(default_factory=anyio.Event)
-    flush_lock: anyio.Lock = field(default_factory=anyio.Lock)
+    flush_lock: anyio.Lock = field(default_factory=lambda: anyio.Lock(fast_acquire=True))
 
 
 class Engine:
@@ -94,7 +94,7 @@ class Engine:
         self.typescript = typescript
         self.wasm = wasm
         self.warm = warm
-        self._slots = anyio.Semaphore(max(1, settings.max_concurrent_executions))
+        self._slots = anyio.Semaphore(max(1, settings.max_concurrent_executions), fast_acquire=True)
         self._live: dict[str, _Live] = {}
         self._tg: TaskGroup | None = None
 

@@ -60,7 +60,7 @@ class SandboxPool:
         self.boot = boot
         self.baseline_rss_bytes = 48 * MIB
         self._env = child_env()
-        self._spawn_limiter = anyio.CapacityLimiter(max(1, settings.spawn_concurrency))
+        self._spawn_limiter = anyio.Semaphore(max(1, settings.spawn_concurrency), fast_acquire=True)
         self._receive: MemoryObjectReceiveStream[Child] | None = None
 
     def rss_cap_bytes(self, heap_memory_max_mb: int) -> int:
@@ -134,7 +134,10 @@ class SandboxPool:
         Give it back with :meth:`release` when its execution is over.
         """
         if heap_memory_max_mb == self.settings.heap_memory_max_mb and self._receive is not None:
-            child = await self._receive.receive()
+            try:
+                child = self._receive.receive_nowait()  # no trip through the event loop
+            except anyio.WouldBlock:
+                child = await self._receive.receive()
         else:
             child = await self.spawn(heap_memory_max_mb)
         return child
@@ -183,7 +186,10 @@ class SandboxPool:
             # An execution already waiting for this child: demand outruns supply.
             starved = send.statistics().tasks_waiting_receive > 0
             try:
-                await send.send(child)
+                try:
+                    send.send_nowait(child)
+                except anyio.WouldBlock:
+                    await send.send(child)
             except BaseException:
                 with anyio.CancelScope(shield=True):
                     await child.close(0)

@@ -102,7 +102,7 @@ class PipeProcess:
         self._pidfd: int | None = None
         with contextlib.suppress(AttributeError, OSError):  # pidfds: Linux 5.3+
             self._pidfd = os.pidfd_open(popen.pid)
-        self._wait_lock = anyio.Lock()
+        self._wait_lock = anyio.Lock(fast_acquire=True)
 
     @property
     def pid(self) -> int:
