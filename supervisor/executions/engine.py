@@ -192,7 +192,6 @@ class Engine:
                 async with self._slots:
                     restore = await self._load_heap(record)
                     child = await self._child_for(record, live)
-                    await self.store.mark_running(execution_id, utc_now())
                     outcome = await execute(
                         child,
                         live.source,
@@ -203,6 +202,7 @@ class Engine:
                         calls=self.calls,
                         wasm=self._wasm_for(live.source, restore),
                         imports=live.imports,
+                        on_started=lambda: self.store.mark_running(execution_id, utc_now()),
                     )
                     if outcome.snapshot is not None:
                         heap = await self._keep_snapshot(record, outcome.snapshot)

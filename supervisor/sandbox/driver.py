@@ -94,11 +94,14 @@ async def execute(
     calls: CallHandler | None = None,
     wasm: Sequence[tuple[str, bytes, bool]] = (),
     imports: Sequence[ImportBinding] = (),
+    on_started: Callable[[], Awaitable[None]] | None = None,
 ) -> Outcome:
     """Run ``code`` in ``child`` (which must have sent ``Ready``) and return the outcome.
 
     The deadline and the memory cap are enforced from outside the child: a
-    tight loop or a microtask flood cannot delay them.
+    tight loop or a microtask flood cannot delay them. ``on_started`` is
+    awaited once the child has its work, so that whatever it does (recording
+    the start) overlaps with the run instead of delaying it.
     """
     over_memory: list[int] = []
 
@@ -127,6 +130,8 @@ async def execute(
                         ),
                         (restore or b"") + b"".join(data for _, data, _ in wasm),
                     )
+                    if on_started is not None:
+                        await on_started()
                     outcome = await _collect(child, on_output, stateful, calls, tg, answering)
                 except ChildGone as exc:
                     gone = exc
