@@ -61,7 +61,7 @@ def measure_ceiling(deno: str, tmp: Path, plan: Plan) -> Throughput:
             t.start()
         time.sleep(plan.warmup_s / 2)
         before = cpu_sample()
-        time.sleep(plan.ceiling_half_s)
+        time.sleep(plan.ceiling_slice_s)
         after = cpu_sample()
     finally:
         stop.set()

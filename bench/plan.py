@@ -31,7 +31,7 @@ CACHE_GETS = 20
 class Plan:
     """How long each part runs."""
 
-    ceiling_half_s: float  # each of the two ceiling halves
+    ceiling_slice_s: float  # each of the three ceiling slices
     warmup_s: float
     engine_s: float
     rest_s: float
@@ -47,10 +47,10 @@ class Plan:
 
 
 FULL = Plan(
-    ceiling_half_s=2.5,
+    ceiling_slice_s=3.0,
     warmup_s=0.7,
-    engine_s=5.0,
-    rest_s=5.0,
+    engine_s=8.0,
+    rest_s=8.0,
     rest_concurrency=4,
     latency_warmup=30,
     latency_iterations=300,
@@ -62,7 +62,7 @@ FULL = Plan(
     snapshot_pause_s=0.15,
 )
 QUICK = Plan(
-    ceiling_half_s=1.0,
+    ceiling_slice_s=1.0,
     warmup_s=0.4,
     engine_s=2.0,
     rest_s=2.0,

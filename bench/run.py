@@ -10,8 +10,10 @@ Run from the repository root::
 What is measured (1-5: stateless ``1+1``; 6-8: stateful):
 
 1. the bare ceiling: ``deno run`` of an empty script with exactly the argv and
-   environment of a sandbox child, in one loop per core; measured in two
-   halves, at the start and at the end of the run, so drift shows;
+   environment of a sandbox child, in one loop per core; measured in three
+   slices, before and after each throughput window of 2 and 3, which is
+   compared with the two slices around it (other load on the machine drifts
+   over a run);
 2. engine throughput: executions completed per second through
    :class:`supervisor.executions.Engine` in this process, with twice
    ``max_concurrent_executions`` in flight (then, for reference, the engine's
@@ -21,7 +23,8 @@ What is measured (1-5: stateless ``1+1``; 6-8: stateful):
    with 4 executions in flight;
 4. REST latency at low load: sequential ``POST /api/exec`` then
    ``GET /api/executions/{id}?wait=10``, pausing between iterations so the
-   pool refills;
+   pool refills; with a minimal keep-alive client (the target) and, for
+   information, with httpx, alternating;
 5. the floor: ``1+1`` in-process with mini-racer (one warm V8 context);
 6. stateful throughput: ``1+1`` through a stateful engine in this process (heaps
    and session log in a temporary directory), every run resuming from the same
@@ -102,36 +105,40 @@ def run_all(args: argparse.Namespace, tmp: Path) -> int:
     deno = deno_binary()
     started = time.perf_counter()
 
-    _step("1/9 ceiling, first half")
-    ceiling_a = measure_ceiling(deno, tmp, plan)
-    _step("2/9 engine throughput (in-process)")
+    # Each throughput window sits between two ceiling slices, its reference:
+    # the machine's other load drifts over a run.
+    _step("1/10 ceiling, first slice")
+    ceilings = [measure_ceiling(deno, tmp, plan)]
+    _step("2/10 engine throughput (in-process)")
     engine = run_async(partial(measure_engine, deno, tmp / "engine-data", plan))
-    _step("3/9 stateful engine throughput (small heap)")
-    stateful = run_async(partial(measure_stateful, deno, tmp / "stateful-data", plan))
-    _step("4/9 REST server start, latency")
+    _step("3/10 ceiling, second slice")
+    ceilings.append(measure_ceiling(deno, tmp, plan))
+    _step("4/10 REST server start, throughput")
     with rest_server(deno, tmp) as server:
-        latency = measure_rest_latency(server, plan)
-        _step("5/9 REST throughput")
         rest = run_async(partial(measure_rest_throughput, server, plan))
-    _step("6/9 mini-racer floor")
+        _step("5/10 ceiling, third slice")
+        ceilings.append(measure_ceiling(deno, tmp, plan))
+        _step("6/10 REST latency")
+        latency, latency_httpx = run_async(partial(measure_rest_latency, server, plan))
+    _step("7/10 stateful engine throughput (small heap)")
+    stateful = run_async(partial(measure_stateful, deno, tmp / "stateful-data", plan))
+    _step("8/10 mini-racer floor")
     floor = measure_floor(plan)
-    _step("7/9 snapshot and restore of 100k objects, raw v8 serializer")
+    _step("9/10 snapshot and restore of 100k objects, raw v8 serializer")
     snapshot = run_async(partial(measure_snapshot_runs, deno, tmp, plan))
     measure_raw_serializer(deno, tmp, snapshot)
-    _step("8/9 --cache-dir restores over moto S3")
+    _step("10/10 --cache-dir restores over moto S3")
     cache = measure_cache(tmp, snapshot.heap, plan)
-    _step("9/9 ceiling, second half")
-    ceiling_b = measure_ceiling(deno, tmp, plan)
 
     text, figures = render(
         Results(
             plan_name=plan_name,
-            ceiling_a=ceiling_a,
-            ceiling_b=ceiling_b,
+            ceilings=(ceilings[0], ceilings[1], ceilings[2]),
             engine=engine,
             rest=rest,
             rest_in_flight=plan.rest_concurrency,
             latency=latency,
+            latency_httpx=latency_httpx,
             floor=floor,
             stateful=stateful,
             snapshot=snapshot,
