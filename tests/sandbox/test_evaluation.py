@@ -144,6 +144,24 @@ async def test_timer_handles_behave_like_denos_own(services: Services) -> None:
     assert record.result == '["object","number",true,"TypeError","args xy|tick","setTimeout"]'
 
 
+async def test_the_sandboxs_globals_are_made_on_first_use_and_can_be_replaced(
+    services: Services,
+) -> None:
+    code = """
+        const made = Object.getOwnPropertyDescriptor(globalThis, "console");
+        const calls = [];
+        console = { log: (text) => calls.push(text) };
+        console.log("to my own console");
+        setTimeout = () => "replaced";
+        const kept = Object.getOwnPropertyDescriptor(globalThis, "setTimeout");
+        [typeof made.get, calls.join(), setTimeout(), typeof clearTimeout, kept.writable]
+    """
+    record = await run(services, code)
+    assert record.status == ExecutionStatus.COMPLETED, record.error
+    assert record.result == '["function","to my own console","replaced","function",true]'
+    assert await output_of(services, record) == ""
+
+
 async def test_a_thrown_error_fails_with_its_message_and_a_stack_at_the_users_line(
     services: Services,
 ) -> None:
