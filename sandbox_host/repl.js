@@ -3,6 +3,8 @@
 // only for such cells; this module itself is compiled on first use.
 import { USER_URL } from "./render.js";
 
+const replCore = Deno[Deno.internal].core;
+
 let inspector = null;
 
 /** A lazily connected inspector session (loading it costs ~20 ms; most cells never need it). */
@@ -62,7 +64,8 @@ export async function replEvaluate(code) {
   // its end, so a timer keeps it alive until the cell settles. (If the cell
   // awaits a Promise nothing references, V8 may collect it and Deno aborts;
   // the supervisor then ends the execution at its deadline, as any other hang.)
-  const keepAlive = setInterval(() => {}, 2 ** 30);
+  // (A core timer: the cell may replace the global timer functions.)
+  const keepAlive = replCore.createTimer(() => {}, 2 ** 30, undefined, true, true);
   let response;
   try {
     response = await inspectorPost("Runtime.evaluate", {
@@ -71,7 +74,7 @@ export async function replEvaluate(code) {
       awaitPromise: true,
     });
   } finally {
-    clearInterval(keepAlive);
+    replCore.cancelTimer(keepAlive);
   }
   if (response.exceptionDetails) {
     const details = response.exceptionDetails;

@@ -90,7 +90,8 @@ function onIdle() {
   }
   // A completion value that can never settle: wait to be timed out, as the
   // supervisor's deadline, not this process, decides when an execution ends.
-  setInterval(() => {}, 2 ** 30);
+  // (A core timer: the user's code may have replaced the global functions.)
+  core.createTimer(() => {}, 2 ** 30, undefined, true, true);
   return true;
 }
 

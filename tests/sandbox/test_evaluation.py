@@ -162,6 +162,25 @@ async def test_the_sandboxs_globals_are_made_on_first_use_and_can_be_replaced(
     assert await output_of(services, record) == ""
 
 
+@pytest.mark.parametrize(
+    ("code", "status", "result"),
+    [
+        (
+            "setInterval = clearInterval = null;\nawait new Promise((r) => queueMicrotask(r));\n5",
+            "completed",
+            "5",
+        ),
+        ("setInterval = clearInterval = null;\nnew Promise(() => {})", "timed_out", None),
+    ],
+)
+async def test_replaced_timer_globals_do_not_break_the_sandbox(
+    services: Services, code: str, status: str, result: str | None
+) -> None:
+    record = await run(services, code, execution_timeout_secs=1)
+    assert record.status == status, record.error
+    assert record.result == result
+
+
 async def test_a_thrown_error_fails_with_its_message_and_a_stack_at_the_users_line(
     services: Services,
 ) -> None:
