@@ -1,8 +1,11 @@
-"""ASGI guard in front of every HTTP route: Host/Origin checks and a body-size cap.
+"""ASGI guard in front of every HTTP route: Host/Origin checks, a body-size cap
+and a deadline for the body to arrive.
 
 The MCP specification asks HTTP servers to validate ``Origin`` (DNS rebinding);
 we check ``Host`` as well, for MCP and REST alike, in one place rather than
-trusting each library's default.
+trusting each library's default. Bodies are read here, whole, before the app
+sees the request: a client that sends more than the cap gets 413, one that
+sends its body too slowly (holding a connection open byte by byte) gets 408.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ import json
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 from urllib.parse import urlsplit
+
+import anyio
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -21,6 +26,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 _WILDCARD_BINDS = ("0.0.0.0", "::", "")
 _BODY_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+# How long a request body may take to arrive, once the headers have.
+BODY_TIMEOUT_S = 30.0
 
 
 def hostname(value: str) -> str:
@@ -48,7 +55,8 @@ def allowed_host_set(bind_host: str, extra: Iterable[str]) -> frozenset[str] | N
 
 
 class Guard:
-    """Wraps an ASGI app; rejects foreign Host/Origin (403) and oversized bodies (413)."""
+    """Wraps an ASGI app; rejects foreign Host/Origin (403), oversized bodies (413)
+    and bodies that do not arrive within ``body_timeout_s`` (408)."""
 
     def __init__(
         self,
@@ -57,11 +65,13 @@ class Guard:
         allowed_hosts: frozenset[str] | None,
         allowed_origins: Iterable[str],
         max_body_bytes: int,
+        body_timeout_s: float = BODY_TIMEOUT_S,
     ) -> None:
         self.app = app
         self.allowed_hosts = allowed_hosts
         self.allowed_origins = frozenset(o.rstrip("/").lower() for o in allowed_origins)
         self.max_body_bytes = max_body_bytes
+        self.body_timeout_s = body_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -77,7 +87,13 @@ class Guard:
             if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
                 await _reply(send, 413, "payload_too_large", self._too_large())
                 return
-            body = await _read_body(receive, self.max_body_bytes)
+            body: bytes | None = b""
+            with anyio.move_on_after(self.body_timeout_s) as deadline:
+                body = await _read_body(receive, self.max_body_bytes)
+            if deadline.cancelled_caught:
+                message = f"the request body did not arrive within {self.body_timeout_s:g} s"
+                await _reply(send, 408, "request_timeout", message)
+                return
             if body is None:
                 await _reply(send, 413, "payload_too_large", self._too_large())
                 return

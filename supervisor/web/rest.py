@@ -116,6 +116,9 @@ def create_rest_app(services: Services) -> Quart:
     """The Quart app serving ``/api``, ``/api-doc/openapi.json`` and ``/swagger-ui``."""
     app = Quart("mcp_v8")
     app.config["MAX_CONTENT_LENGTH"] = services.settings.http.max_body_bytes
+    # The guard in front (guard.py) has read every body already, within its own
+    # deadline; Quart's would only wrap the replayed body in one more task.
+    app.config["BODY_TIMEOUT"] = None
     engine = services.engine
     document = openapi_document()
 
