@@ -76,7 +76,9 @@ export function loadModule(specifier) {
     namespaces.set(key, pending);
     pending.catch(() => namespaces.delete(key));
   }
-  return pending;
+  // A promise of the caller's own: the cleanup above handles the shared one,
+  // and a failed import nobody awaits must still be an unhandled rejection.
+  return pending.then((namespace) => namespace);
 }
 
 function bindImport(local, specifier, name, namespace) {

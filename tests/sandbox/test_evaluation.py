@@ -144,6 +144,38 @@ async def test_timer_handles_behave_like_denos_own(services: Services) -> None:
     assert record.result == '["object","number",true,"TypeError","args xy|tick","setTimeout"]'
 
 
+@pytest.mark.parametrize(
+    ("code", "printed"),
+    [
+        # Settled at once, but output keeps coming from later microtasks and
+        # immediates: the run ends only when nothing is left.
+        ("Promise.resolve().then(() => 0).then(() => console.log('late')); 1", "late\n"),
+        ("process.nextTick(() => Promise.resolve().then(() => console.log('tick'))); 1", "tick\n"),
+        ("setImmediate(() => setImmediate(() => console.log('twice'))); 1", "twice\n"),
+        (
+            "WebAssembly.compile(new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0]))"
+            ".then(() => console.log('compiled')); 1",
+            "compiled\n",
+        ),
+    ],
+)
+async def test_a_settled_cell_still_runs_what_it_scheduled(
+    services: Services, code: str, printed: str
+) -> None:
+    record = await run(services, code)
+    assert record.status == ExecutionStatus.COMPLETED, record.error
+    assert record.result == "1"
+    assert await output_of(services, record) == printed
+
+
+async def test_an_import_that_fails_unawaited_fails_the_execution(services: Services) -> None:
+    # As in Node and Deno: a rejected import() nobody handles is an unhandled rejection.
+    record = await run(services, "import('npm:left-pad'); 1")
+    assert record.status == ExecutionStatus.FAILED
+    assert record.error is not None
+    assert "not enabled" in record.error, record.error
+
+
 async def test_the_sandboxs_globals_are_made_on_first_use_and_can_be_replaced(
     services: Services,
 ) -> None:
