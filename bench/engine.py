@@ -11,7 +11,7 @@ import anyio
 from bench.plan import CODE, EXPECTED, Plan
 from bench.profiling import Profiler, SamplingProfiler, WallProfiler
 from bench.stats import Latency, Throughput, cpu_sample, windowed
-from supervisor.app import running
+from supervisor.app import running, settle_gc
 from supervisor.config import HttpSettings, SandboxSettings, Settings, StorageSettings
 from supervisor.executions import build_run_request
 from supervisor.store import ExecutionStatus
@@ -49,6 +49,7 @@ async def measure_engine(
     in_flight = 2 * settings.sandbox.max_concurrent_executions
     async with running(settings) as services:
         engine = services.engine
+        settle_gc()  # as the server does once it has started
 
         async def one() -> bool:
             record = await engine.submit(request)

@@ -25,7 +25,7 @@ from bench.plan import (
 )
 from bench.procs import track, untrack
 from bench.stats import Throughput, cpu_sample, median, windowed
-from supervisor.app import running
+from supervisor.app import running, settle_gc
 from supervisor.config import HttpSettings, SandboxSettings, Settings, StorageSettings
 from supervisor.executions import Engine, RunRequest, build_run_request
 from supervisor.sandbox.argv import child_env, deno_argv
@@ -69,6 +69,7 @@ async def measure_stateful(deno: str, data_dir: Path, plan: Plan) -> StatefulRun
     in_flight = 2 * settings.sandbox.max_concurrent_executions
     async with running(settings) as services:
         engine = services.engine
+        settle_gc()  # as the server does once it has started
         made, _ = await _run_to_end(
             engine, build_run_request(settings.sandbox, SMALL_STATE, stateful=True)
         )

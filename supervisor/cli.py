@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 import anyio
 
-from supervisor.app import running
+from supervisor.app import running, settle_gc
 from supervisor.config import (
     DEFAULT_HEAP_DIR,
     DEFAULT_SESSION_DB,
@@ -365,6 +365,7 @@ async def _serve(settings: Settings) -> None:
     async with running(settings) as services:
         mode = "stateless" if settings.storage.stateless else "stateful"
         logger.info("mcp-v8 ready (%s mode; %s)", mode, services.sandbox_version)
+        settle_gc()
         http = settings.http
         if http.http_port is None and http.sse_port is None:
             await serve_stdio(services)

@@ -183,3 +183,16 @@ def test_fetch_header_rules_without_fetch_policies_are_refused(tmp_path: Path) -
     assert done.returncode == 2
     assert "--policies-json" in done.stderr
     assert "secret-value" not in done.stderr
+
+
+def test_the_server_takes_its_start_up_objects_out_of_the_garbage_collectors_way() -> None:
+    # In a fresh interpreter: gc.freeze() is process-wide, and so is the threshold.
+    script = (
+        "import gc; from supervisor.app import settle_gc; "
+        "before = gc.get_freeze_count(); settle_gc(); "
+        "print(before, gc.get_freeze_count() > 1000, gc.get_threshold())"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.split(maxsplit=2) == ["0", "True", "(20000, 20, 20)\n"]
