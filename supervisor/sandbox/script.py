@@ -42,8 +42,9 @@ class _Plan:
 
     joined: list[Path] = field(default_factory=list)
     lazy: list[Path] = field(default_factory=list)
-    # module file name -> [(imported names, module file name)]
+    # module file name -> [(imported names, module file name)], and -> its text
     imports: dict[str, list[tuple[list[str], str]]] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)
 
 
 def join_modules(entry: Path) -> str:
@@ -78,15 +79,14 @@ def _imports(path: Path, source: str) -> list[tuple[list[str], str]]:
 
 def _plan(entry: Path) -> _Plan:
     plan = _Plan()
-    sources: dict[str, str] = {}
     wanted_lazily: list[str] = []
 
-    def read(path: Path) -> str:
-        if path.name not in sources:
-            sources[path.name] = path.read_text(encoding="utf-8")
-            plan.imports[path.name] = _imports(path, sources[path.name])
-            wanted_lazily.extend(_LAZY.findall(sources[path.name]))
-        return sources[path.name]
+    def read(path: Path) -> None:
+        if path.name not in plan.sources:
+            source = path.read_text(encoding="utf-8")
+            plan.sources[path.name] = source
+            plan.imports[path.name] = _imports(path, source)
+            wanted_lazily.extend(_LAZY.findall(source))
 
     seen: set[Path] = set()
 
@@ -124,8 +124,8 @@ def _plan(entry: Path) -> _Plan:
     return plan
 
 
-def _strip(path: Path) -> str:
-    return _EXPORT.sub("", _IMPORT.sub("", path.read_text(encoding="utf-8")))
+def _strip(source: str) -> str:
+    return _EXPORT.sub("", _IMPORT.sub("", source))
 
 
 def _script_body(plan: _Plan) -> str:
@@ -144,14 +144,14 @@ def _script_body(plan: _Plan) -> str:
         "// --- imports of the lazily loaded modules\n"
         "const LAZY_IMPORTS = {\n" + "".join(f"{row}\n" for row in table) + "};"
     ]
-    parts.extend(f"// --- {path.name}\n{_strip(path)}" for path in plan.joined)
+    parts.extend(f"// --- {path.name}\n{_strip(plan.sources[path.name])}" for path in plan.joined)
     return "\n".join(parts)
 
 
 def _lazy_function(path: Path, plan: _Plan) -> str:
     names = [name for names, _module in plan.imports[path.name] for name in names]
-    source = path.read_text(encoding="utf-8")
+    source = plan.sources[path.name]
     exports = ", ".join(_EXPORTED_NAME.findall(source))
     return (
-        f"(function ({{ {', '.join(names)} }}) {{\n{_strip(path)}\nreturn {{ {exports} }};\n}})\n"
+        f"(function ({{ {', '.join(names)} }}) {{\n{_strip(source)}\nreturn {{ {exports} }};\n}})\n"
     )
