@@ -17,6 +17,7 @@ from supervisor.errors import InvalidRequest, McpV8Error
 from supervisor.executions import build_run_request
 from supervisor.store import ByteRange, LineRange
 from supervisor.web import heap_api
+from supervisor.web.connection import InlineHTTPConnection
 from supervisor.web.models import (
     ErrorBody,
     ErrorDetail,
@@ -115,6 +116,7 @@ def output_range(
 def create_rest_app(services: Services) -> Quart:
     """The Quart app serving ``/api``, ``/api-doc/openapi.json`` and ``/swagger-ui``."""
     app = Quart("mcp_v8")
+    app.asgi_http_class = InlineHTTPConnection
     app.config["MAX_CONTENT_LENGTH"] = services.settings.http.max_body_bytes
     # The guard in front (guard.py) has read every body already, within its own
     # deadline; Quart's would only wrap the replayed body in one more task.
