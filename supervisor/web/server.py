@@ -88,5 +88,6 @@ async def serve_http(services: Services, shutdown: anyio.Event) -> None:
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
     config.graceful_timeout = 2.0
+    config.include_server_header = False  # no advertising of the server's software
     async with lifetime:
         await serve(app, config, shutdown_trigger=shutdown.wait)  # type: ignore[arg-type]

@@ -98,6 +98,13 @@ def test_cancel_stops_a_running_execution(client: httpx.Client) -> None:
     assert run(client, "2 + 2")["result"] == "4"
 
 
+def test_responses_do_not_name_the_server_software(client: httpx.Client) -> None:
+    response = client.get("/api/executions", params={"limit": 1})
+    assert response.status_code == 200
+    assert "server" not in response.headers
+    assert "date" in response.headers
+
+
 def test_executions_are_listed_newest_first(client: httpx.Client) -> None:
     first = run(client, "'first'")["execution_id"]
     second = run(client, "'second'")["execution_id"]
