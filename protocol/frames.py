@@ -145,10 +145,13 @@ class Preload(msgspec.Struct, frozen=True, tag="preload", forbid_unknown_fields=
     Sent to a ready child set aside for executions that import exactly these
     modules, so their evaluation is off the execution's path. Console output
     from it is captured (under ``output_limit_bytes``) and sent as usual.
+    With ``repl``, the child also loads and connects the inspector that
+    evaluates cells with top-level await (~20 ms), for an execution that has one.
     """
 
     modules: list[PreloadModule]
     output_limit_bytes: int
+    repl: bool = False
 
 
 class CallError(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -7,14 +7,22 @@ const replCore = Deno[Deno.internal].core;
 
 let inspector = null;
 
-/** A lazily connected inspector session (loading it costs ~20 ms; most cells never need it). */
-async function inspectorPost(method, params) {
+/**
+ * Load and connect the inspector now: a child set aside for a cell with
+ * top-level await does it before the cell arrives. (Loading it costs ~20 ms,
+ * most of it in the first message a session sends; most cells never need it.)
+ */
+export async function connectInspector() {
   if (inspector === null) {
     const { Session } = await import("node:inspector");
     inspector = new Session();
     inspector.connect();
     await new Promise((resolve) => inspector.post("Runtime.enable", {}, resolve));
   }
+}
+
+async function inspectorPost(method, params) {
+  await connectInspector();
   return new Promise((resolve, reject) =>
     inspector.post(method, params, (err, res) => (err ? reject(err) : resolve(res)))
   );

@@ -1,7 +1,7 @@
 // The program every sandbox child runs: receive one Run frame, evaluate the
 // code with REPL semantics, report output and the result, exit. (A child set
-// aside for imports first receives a Preload frame: module bundles to
-// evaluate before its Run.)
+// aside for imports or top-level await first receives a Preload frame: module
+// bundles to evaluate and the inspector to connect before its Run.)
 //
 // User code never arrives as a file: only over the frame channel, evaluated
 // with evalContext (a classic script in the global scope, so its completion
@@ -181,10 +181,14 @@ try {
 }
 outputLimit = frame.output_limit_bytes;
 // A child set aside for executions that import exactly these modules
-// evaluates them first; its Run comes later (or never: then it is discarded).
+// evaluates them first, and connects the inspector if they have top-level
+// await; its Run comes later (or never: then it is discarded).
 if (frame.type === "preload") {
   try {
-    await modules().preloadModules(frame.modules, restoreBlob ?? new Uint8Array());
+    if (frame.modules.length) {
+      await modules().preloadModules(frame.modules, restoreBlob ?? new Uint8Array());
+    }
+    if (frame.repl) await repl().connectInspector();
   } catch (error) {
     send({ type: "preloaded", ok: false, error: describeError(error, USER_URL) });
     Deno.exit(0);

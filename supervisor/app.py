@@ -172,9 +172,7 @@ async def running(settings: Settings) -> AsyncIterator[Services]:
         pool = SandboxPool(settings.sandbox, sandbox_host.BOOTSTRAP, cgroups, boot=boot)
         version = await pool.check()
         logger.info("sandbox ready: %s", version)
-        warm = None
-        if modules is not None:
-            warm = WarmChildren(pool, capabilities, default_limits(settings.sandbox, pool))
+        warm = WarmChildren(pool, capabilities, default_limits(settings.sandbox, pool))
         engine = Engine(
             settings.sandbox,
             pool,

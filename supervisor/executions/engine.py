@@ -22,7 +22,7 @@ from supervisor.errors import (
 )
 from supervisor.executions.output import OutputSink
 from supervisor.executions.requests import RunRequest
-from supervisor.executions.warm import WarmChildren
+from supervisor.executions.warm import Key, WarmChildren
 from supervisor.heaps import SnapshotStore
 from supervisor.sandbox import CallHandler, Child, Limits, Outcome, SandboxPool, execute
 from supervisor.sessions import SessionStore
@@ -225,13 +225,13 @@ class Engine:
                     await self.pool.release(child)
 
     async def _child_for(self, record: ExecutionRecord, live: _Live) -> Child:
-        """A child set aside with this run's imports evaluated, or a plain one from the pool."""
-        key = tuple(binding.specifier for binding in live.imports)
+        """A child set aside for this run (imports evaluated, inspector loaded), or a plain one."""
+        key = Key.of(live.source, tuple(binding.specifier for binding in live.imports))
         if self.warm is None or not key:
             return await self.pool.acquire(record.heap_memory_max_mb)
         warm = await self.warm.take(key, record.heap_memory_max_mb)
         if self._tg is not None:
-            self.warm.prepare(key, self._tg)  # for the next run with these imports
+            self.warm.prepare(key, self._tg)  # for the next run like this one
         if warm is None:
             return await self.pool.acquire(record.heap_memory_max_mb)
         for stream, text in warm.output:

@@ -1,4 +1,4 @@
-"""A child set aside with the modules of recent imports already evaluated.
+"""A child set aside with what the next execution will need already done.
 
 Evaluating a bundle is the bulk of an import's cost (lodash-es: ~9 ms of a
 fresh child's CPU, against ~3 ms for a whole ``1+1`` execution), and the pool
@@ -6,19 +6,23 @@ can hide it as it hides Deno's start-up: after an execution whose static
 imports are ``S``, one ready child evaluates ``S``'s bundles (a ``Preload``)
 and waits. The next execution importing exactly ``S``, in the same order and
 with the default heap limit, gets that child; its imports are found already
-loaded. Anything else takes a plain child from the pool, as before.
+loaded. A cell with top-level await is evaluated through the inspector,
+whose loading costs ~20 ms of the first such cell in a child: after one, the
+child set aside connects it too, and the next cell with await gets it ready.
+Anything else takes a plain child from the pool, as before.
 
 Nothing leaks between executions: the set-aside child has run no user code,
-only the modules that execution is about to import anyway. Its imports are
-decided by policy again when it is handed out (policies may have changed);
-a denial sends the execution down the plain path, where it fails as usual.
-Console output the modules printed while evaluating is replayed as the start
-of the execution's output.
+only the modules that execution is about to import anyway and the inspector
+it would load itself. Its imports are decided by policy again when it is
+handed out (policies may have changed); a denial sends the execution down
+the plain path, where it fails as usual. Console output the modules printed
+while evaluating is replayed as the start of the execution's output.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 
 import anyio
@@ -32,12 +36,29 @@ from supervisor.sandbox import Child, ChildGone, Limits, SandboxPool, preload
 
 logger = logging.getLogger(__name__)
 
-Key = tuple[str, ...]
+# What the child decides by (runner.js): such a cell is evaluated in V8's REPL mode.
+_MENTIONS_AWAIT = re.compile(r"\bawait\b", re.ASCII)
+
+
+@dataclass(frozen=True)
+class Key:
+    """What a set-aside child has done: these imports evaluated, the inspector connected."""
+
+    imports: tuple[str, ...] = ()
+    repl: bool = False
+
+    @classmethod
+    def of(cls, code: str, imports: tuple[str, ...]) -> Key:
+        """The key of a run of ``code`` (as the sandbox runs it) with these static imports."""
+        return cls(imports, _MENTIONS_AWAIT.search(code) is not None)
+
+    def __bool__(self) -> bool:
+        return bool(self.imports) or self.repl
 
 
 @dataclass(frozen=True)
 class WarmChild:
-    """A child whose ``key`` modules are evaluated, and what they printed doing it."""
+    """A child prepared for ``key``, and what its modules printed meanwhile."""
 
     key: Key
     child: Child
@@ -56,7 +77,7 @@ def default_limits(settings: SandboxSettings, pool: SandboxPool) -> Limits:
 
 
 class WarmChildren:
-    """At most one set-aside child, for the static imports seen last."""
+    """At most one set-aside child, for the last run that had imports or top-level await."""
 
     def __init__(self, pool: SandboxPool, capabilities: Capabilities, limits: Limits) -> None:
         self.pool = pool
@@ -66,8 +87,13 @@ class WarmChildren:
         self._preparing: Key | None = None
         self.handed_out = 0  # set-aside children given to runs, for tests and benchmarks
 
+    @property
+    def ready(self) -> Key | None:
+        """What the child set aside now is prepared for (None: there is none)."""
+        return None if self._ready is None else self._ready.key
+
     async def take(self, key: Key, heap_memory_max_mb: int) -> WarmChild | None:
-        """The set-aside child for exactly these imports, if there is one and they are allowed."""
+        """The set-aside child for exactly this key, if there is one and its imports are allowed."""
         ready = self._ready
         if ready is None or ready.key != key:
             return None
@@ -75,7 +101,7 @@ class WarmChildren:
             return None
         self._ready = None
         try:
-            for specifier in key:
+            for specifier in key.imports:
                 await self.capabilities.resolve_import(specifier)
         except BaseException as exc:  # a denial, or the run was cancelled meanwhile
             with anyio.CancelScope(shield=True):
@@ -103,12 +129,13 @@ class WarmChildren:
     async def _prepare(self, key: Key) -> None:
         child: Child | None = None
         try:
-            modules = [await self.capabilities.resolve_import(spec) for spec in key]
+            modules = [await self.capabilities.resolve_import(spec) for spec in key.imports]
             child = await self.pool.acquire(self.limits.heap_memory_max_mb)
             output = await preload(
                 child,
                 [(m.specifier, m.format, m.source) for m in modules],
                 self.limits,
+                repl=key.repl,
             )
         except (BrokerError, ChildGone) as exc:
             # The execution that imports these will meet the same problem and report it.

@@ -156,8 +156,12 @@ async def preload(
     child: Child,
     modules: Sequence[tuple[str, str, bytes]],
     limits: Limits,
+    *,
+    repl: bool = False,
 ) -> list[tuple[OutputStream, str]]:
     """Have a ready child evaluate module bundles ``(specifier, format, source)`` ahead of its run.
+
+    With ``repl`` it also connects the inspector that evaluates top-level await.
 
     Returns the console output the modules printed (it belongs to the run
     that will use the child). The memory cap holds as in a run, and
@@ -179,6 +183,7 @@ async def preload(
                             for spec, fmt, source in modules
                         ],
                         output_limit_bytes=limits.output_limit_bytes,
+                        repl=repl,
                     ),
                     b"".join(source for _, _, source in modules),
                 )
