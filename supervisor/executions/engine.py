@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from dataclasses import dataclass, field
@@ -46,15 +45,6 @@ def restore_source_text(snapshot: bytes) -> str:
         return ""
     length = int.from_bytes(snapshot[4:8], "big")
     return snapshot[8 : 8 + length].decode("utf-8", "replace")
-
-
-def restores_functions(snapshot: bytes) -> bool:
-    """Whether a snapshot holds functions or classes (its next snapshot needs the inspector)."""
-    try:
-        header = json.loads(restore_source_text(snapshot) or "{}")
-    except ValueError:
-        return False
-    return isinstance(header, dict) and bool(header.get("functions"))
 
 
 logger = logging.getLogger(__name__)
@@ -201,7 +191,7 @@ class Engine:
             with live.scope:
                 async with self._slots:
                     restore = await self._load_heap(record)
-                    child = await self._child_for(record, live, restore)
+                    child = await self._child_for(record, live)
                     outcome = await execute(
                         child,
                         live.source,
@@ -234,15 +224,9 @@ class Engine:
                 if child is not None:
                     await self.pool.release(child)
 
-    async def _child_for(
-        self, record: ExecutionRecord, live: _Live, restore: bytes | None
-    ) -> Child:
+    async def _child_for(self, record: ExecutionRecord, live: _Live) -> Child:
         """A child set aside for this run (imports evaluated, inspector loaded), or a plain one."""
-        key = Key.of(
-            live.source,
-            tuple(binding.specifier for binding in live.imports),
-            restores_functions=restore is not None and restores_functions(restore),
-        )
+        key = Key.of(live.source, tuple(binding.specifier for binding in live.imports))
         if self.warm is None or not key:
             return await self.pool.acquire(record.heap_memory_max_mb)
         warm = await self.warm.take(key, record.heap_memory_max_mb)

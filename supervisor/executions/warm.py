@@ -7,10 +7,8 @@ imports are ``S``, one ready child evaluates ``S``'s bundles (a ``Preload``)
 and waits. The next execution importing exactly ``S``, in the same order and
 with the default heap limit, gets that child; its imports are found already
 loaded. A cell with top-level await is evaluated through the inspector,
-whose loading costs ~20 ms of the first such cell in a child (as it does a
-stateful run whose snapshot has functions: the inspector tells closures
-apart): after one, the child set aside connects it too, and the next such
-run gets it ready.
+whose loading costs ~20 ms of the first such cell in a child: after one, the
+child set aside connects it too, and the next cell with await gets it ready.
 Anything else takes a plain child from the pool, as before.
 
 Nothing leaks between executions: the set-aside child has run no user code,
@@ -50,13 +48,9 @@ class Key:
     repl: bool = False
 
     @classmethod
-    def of(cls, code: str, imports: tuple[str, ...], *, restores_functions: bool = False) -> Key:
-        """The key of a run of ``code`` (as the sandbox runs it) with these static imports.
-
-        A stateful run resuming a heap with functions needs the inspector too:
-        its snapshot asks it which functions are closures.
-        """
-        return cls(imports, restores_functions or _MENTIONS_AWAIT.search(code) is not None)
+    def of(cls, code: str, imports: tuple[str, ...]) -> Key:
+        """The key of a run of ``code`` (as the sandbox runs it) with these static imports."""
+        return cls(imports, _MENTIONS_AWAIT.search(code) is not None)
 
     def __bool__(self) -> bool:
         return bool(self.imports) or self.repl

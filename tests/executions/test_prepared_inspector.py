@@ -7,7 +7,6 @@ import anyio
 import pytest
 
 from supervisor.app import Services
-from supervisor.executions.engine import restores_functions
 from supervisor.executions.warm import Key
 from tests.conftest import EngineFactory, run
 
@@ -87,32 +86,3 @@ async def test_a_prepared_child_resumes_a_heap_and_snapshots_it(
         assert second.heap is not None
         third = await run(services, "n", heap=second.heap)
         assert third.result == "2"
-
-
-async def test_runs_resuming_a_heap_with_functions_get_a_prepared_child(
-    engine_factory: EngineFactory,
-) -> None:
-    # Their snapshots ask the inspector which functions are closures.
-    async with engine_factory(stateful=True) as services:
-        first = await run(services, "function twice(v) { return 2 * v }\nvar n = 1; n")
-        assert first.heap is not None
-        second = await run(services, "n = twice(n); n", heap=first.heap)  # sets one aside
-        assert second.result == "2"
-        handed_out = await _set_aside(services, REPL)
-        third = await run(services, "n = twice(n); n", heap=second.heap)
-        assert (third.status.value, third.result) == ("completed", "4")
-        assert services.engine.warm is not None
-        assert services.engine.warm.handed_out == handed_out + 1
-        assert third.heap is not None
-        fourth = await run(services, "twice(n)", heap=third.heap)
-        assert fourth.result == "8"
-
-
-def test_a_heap_restores_functions_when_its_snapshot_header_lists_some() -> None:
-    def snapshot(header: bytes) -> bytes:
-        return b"MV8S" + len(header).to_bytes(4, "big") + header + b"payload"
-
-    assert restores_functions(snapshot(b'{"functions": [{"name": "f"}], "values": []}'))
-    assert not restores_functions(snapshot(b'{"functions": [], "values": ["n"]}'))
-    assert not restores_functions(snapshot(b"{not json"))
-    assert not restores_functions(b"garbage")
