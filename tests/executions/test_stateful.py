@@ -653,3 +653,23 @@ async def test_state_held_by_a_function_or_class_is_kept_or_reported(
     first = await completed(stateful, code)
     after = await resumed(stateful, first.heap or "", check)
     assert after.result == "1" or name in not_persisted(first)
+
+
+async def test_a_closure_put_in_place_of_a_restored_function_is_still_reported(
+    stateful: Services,
+) -> None:
+    # Restored functions are known not to be closures and are not asked about
+    # again; anything assigned since still is.
+    first = await completed(stateful, "function next() { return 1 }\nfunction kept() { return 2 }")
+    assert first.not_persisted == ()
+    second = await resumed(
+        stateful,
+        first.heap or "",
+        "next = (() => { let n = 0; return () => ++n })(); next(); next()",
+    )
+    assert second.result == "2"
+    lost = not_persisted(second)
+    assert list(lost) == ["next"], second.not_persisted
+    assert "closure" in lost["next"]
+    third = await resumed(stateful, second.heap or "", "JSON.stringify([typeof next, kept()])")
+    assert json.loads(third.result or "") == ["undefined", 2]
