@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 import msgspec
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 
 OutputStream = Literal["log", "warn", "error"]
 
@@ -29,7 +29,7 @@ class ErrorInfo(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class Ready(msgspec.Struct, frozen=True, tag="ready", forbid_unknown_fields=True):
-    """First frame a child sends: it is loaded and waits for its one ``Run``."""
+    """A child's answer to ``Hello``: it is loaded, speaks this protocol, runs this engine."""
 
     protocol: int
     deno: str
@@ -171,4 +171,12 @@ class Reply(msgspec.Struct, frozen=True, tag="reply", forbid_unknown_fields=True
     error: CallError | None = None
 
 
-HostFrame = Run | Reply | Preload
+class Hello(msgspec.Struct, frozen=True, tag="hello", forbid_unknown_fields=True):
+    """Asks a child to answer ``Ready`` (the server's start-up check of its sandbox).
+
+    Other children are not asked: a child reads its work as soon as it has
+    loaded, and a handshake with each would cost every execution a round trip.
+    """
+
+
+HostFrame = Run | Reply | Preload | Hello

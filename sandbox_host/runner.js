@@ -169,13 +169,16 @@ Object.defineProperty(globalThis, "__mcpi", {
   value: (specifier) => modules().loadModule(specifier),
 });
 
-send({ type: "ready", protocol: PROTOCOL_VERSION, deno: Deno.version.deno, v8: Deno.version.v8 });
-
 let frame;
 let restoreBlob;
 try {
-  // Blocking: this child has nothing else to do until its work arrives.
+  // Blocking: this child has nothing else to do until its work arrives. It
+  // announces itself only when asked (the server's start-up check).
   ({ frame, blob: restoreBlob } = reader.nextBlocking());
+  if (frame.type === "hello") {
+    send({ type: "ready", protocol: PROTOCOL_VERSION, deno: Deno.version.deno, v8: Deno.version.v8 });
+    ({ frame, blob: restoreBlob } = reader.nextBlocking());
+  }
 } catch {
   Deno.exit(70); // the supervisor went away before sending work
 }

@@ -12,7 +12,15 @@ from enum import StrEnum
 
 import anyio
 
-from protocol import PROTOCOL_VERSION, ChildFrame, FrameDecoder, FrameError, Ready, encode_frame
+from protocol import (
+    PROTOCOL_VERSION,
+    ChildFrame,
+    FrameDecoder,
+    FrameError,
+    Hello,
+    Ready,
+    encode_frame,
+)
 from supervisor.sandbox.cgroups import ChildCgroup
 from supervisor.sandbox.process import PipeProcess
 
@@ -86,9 +94,17 @@ class Child:
                 raise ChildGone(f"the sandbox process broke the frame protocol: {exc}") from None
         return frames
 
-    async def handshake(self, timeout_s: float) -> Ready:
-        """Wait for the child's ``Ready`` frame and check its protocol version."""
+    async def hello(self, timeout_s: float) -> Ready:
+        """Ask the child to announce itself; check its protocol version.
+
+        Only the server's start-up check does: a child is otherwise given its
+        work as soon as it is started, and reads it once it has loaded.
+        """
         with anyio.fail_after(timeout_s):
+            try:
+                await self.send(Hello())
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                raise ChildGone("the sandbox process closed its input") from None
             frames = await self.receive_batch()
         frame = frames[0][0]
         if len(frames) > 1 or not isinstance(frame, Ready):

@@ -96,7 +96,7 @@ async def execute(
     imports: Sequence[ImportBinding] = (),
     on_started: Callable[[], Awaitable[None]] | None = None,
 ) -> Outcome:
-    """Run ``code`` in ``child`` (which must have sent ``Ready``) and return the outcome.
+    """Run ``code`` in ``child`` (which may still be loading) and return the outcome.
 
     The deadline and the memory cap are enforced from outside the child: a
     tight loop or a microtask flood cannot delay them. ``on_started`` is
@@ -159,7 +159,7 @@ async def preload(
     *,
     repl: bool = False,
 ) -> list[tuple[OutputStream, str]]:
-    """Have a ready child evaluate module bundles ``(specifier, format, source)`` ahead of its run.
+    """Have a child evaluate module bundles ``(specifier, format, source)`` ahead of its run.
 
     With ``repl`` it also connects the inspector that evaluates top-level await.
 
@@ -283,7 +283,7 @@ async def _collect(
                     info = error or ErrorInfo(name="Error", message="execution failed")
                     return Outcome("failed", error=format_error(info))
                 case Ready():
-                    raise ChildGone("the sandbox process sent a second ready frame")
+                    raise ChildGone("the sandbox process sent a ready frame it was not asked for")
 
 
 async def _explain_exit(

@@ -10,8 +10,10 @@ Commands (the whole code of a Run frame):
   ``trap-term``      ignore SIGTERM and never exit (after answering)
   ``grandchild:F``   start a grandchild that writes its pid to file F, then hang
   ``alloc:MB``       touch MB mebibytes of memory, then answer
-Start-up behaviour comes from the FAKE_DENO_MODE environment variable:
-  ``bad-protocol``   announce protocol 999; ``silent`` never send Ready.
+Asked ``Hello`` first (the start-up check), it answers ``Ready``. The
+FAKE_DENO_MODE environment variable changes that: ``bad-protocol`` announces
+protocol 999, ``silent`` never answers, ``die-at-start`` exits with status 3
+before reading anything (a sandbox that cannot load).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from protocol import (
     Done,
     ErrorInfo,
     FrameDecoder,
+    Hello,
     HostFrame,
     Output,
     Ready,
@@ -50,18 +53,29 @@ def forever() -> None:
 
 def main() -> None:
     mode = os.environ.get("FAKE_DENO_MODE", "")
-    if mode == "silent":
-        forever()
-    protocol = 999 if mode == "bad-protocol" else PROTOCOL_VERSION
-    send(Ready(protocol=protocol, deno="fake", v8="fake"))
+    if mode == "die-at-start":
+        sys.stderr.write("fake deno: cannot load\n")
+        sys.exit(3)
     decoder: FrameDecoder[HostFrame] = FrameDecoder(HostFrame, max_frame_bytes=1 << 24)
     frames: list[tuple[HostFrame, bytes]] = []
-    while not frames:
-        data = os.read(0, 65536)
-        if not data:
-            return
-        frames = decoder.feed(data)
-    run = frames[0][0]
+
+    def next_frame() -> HostFrame | None:
+        while not frames:
+            data = os.read(0, 65536)
+            if not data:
+                return None
+            frames.extend(decoder.feed(data))
+        return frames.pop(0)[0]
+
+    run = next_frame()
+    if isinstance(run, Hello):
+        if mode == "silent":
+            forever()
+        protocol = 999 if mode == "bad-protocol" else PROTOCOL_VERSION
+        send(Ready(protocol=protocol, deno="fake", v8="fake"))
+        run = next_frame()
+    if run is None:
+        return
     assert isinstance(run, Run)
     command, _, arg = run.code.partition(":")
     if command == "echo":

@@ -16,7 +16,7 @@ import pytest
 
 from supervisor.config import SandboxSettings
 from supervisor.errors import SandboxUnavailable
-from supervisor.sandbox import Child, ChildGone, Limits, SandboxPool, ShutdownRung, execute
+from supervisor.sandbox import Child, Limits, SandboxPool, ShutdownRung, execute
 from tests._requirements import guards
 from tests.fakes import write_fake_deno
 
@@ -126,11 +126,32 @@ async def test_killing_a_child_kills_everything_in_its_process_group(
     await child.close(0)
 
 
-async def test_a_child_speaking_another_protocol_version_is_refused(tmp_path: Path) -> None:
+async def test_a_sandbox_speaking_another_protocol_version_is_refused_at_start_up(
+    tmp_path: Path,
+) -> None:
     deno = write_fake_deno(tmp_path, "bad-protocol")
     pool = SandboxPool(SandboxSettings(deno_path=str(deno)), tmp_path / "runner.js")
-    with pytest.raises(ChildGone, match="protocol 999"):
-        await pool.spawn(8)
+    with pytest.raises(SandboxUnavailable, match="protocol 999"):
+        await pool.check()
+
+
+async def test_a_child_that_dies_while_loading_fails_its_execution_saying_how(
+    tmp_path: Path,
+) -> None:
+    # Children are handed out without a handshake: the execution notices.
+    deno = write_fake_deno(tmp_path, "die-at-start")
+    pool = SandboxPool(SandboxSettings(deno_path=str(deno)), tmp_path / "runner.js")
+    with pytest.raises(SandboxUnavailable, match="cannot load"):
+        await pool.check()
+    child = await pool.spawn(8)
+    try:
+        status, error, output = await run(child, "echo:never")
+    finally:
+        await child.close(0)
+    assert status == "failed"
+    assert error is not None
+    assert "ended without a result (exit status 3)" in error
+    assert output == []
 
 
 async def test_a_sandbox_that_never_becomes_ready_is_reported_unusable_at_start_up(
