@@ -147,7 +147,7 @@ function output() {
 }
 
 // Everything that does not depend on the run is set up before this child
-// reports ready, while it waits in the pool: not on an execution's time.
+// reads its work, while it waits in the pool: not on an execution's time.
 lazyGlobal("console", () => output().console);
 for (const [target, stream] of [[Deno.stdout, "log"], [Deno.stderr, "error"]]) {
   let text = null;
