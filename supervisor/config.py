@@ -46,7 +46,7 @@ class SandboxSettings:
     max_concurrent_executions: int = field(default_factory=lambda: os.cpu_count() or 1)
     pool_size: int = 0  # 0: as many as max_concurrent_executions
     spawn_concurrency: int = field(default_factory=lambda: os.cpu_count() or 1)
-    spawn_timeout_s: float = 10.0
+    spawn_timeout_s: float = 10.0  # for the start-up check's child to announce itself
     output_limit_bytes: int = 16 * MIB
     max_frame_bytes: int = 64 * MIB
     max_code_bytes: int = 1 * MIB
