@@ -142,7 +142,7 @@ class PreloadModule(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class Preload(msgspec.Struct, frozen=True, tag="preload", forbid_unknown_fields=True):
     """Evaluate these module bundles now, before the ``Run`` (which may never come).
 
-    Sent to a ready child set aside for executions that import exactly these
+    Sent to a child set aside for executions that import exactly these
     modules, so their evaluation is off the execution's path. Console output
     from it is captured (under ``output_limit_bytes``) and sent as usual.
     With ``repl``, the child also loads and connects the inspector that
