@@ -16,11 +16,13 @@ the handler when the connection closes, as Quart's own class does.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, cast
+from typing import cast
 
-from hypercorn.typing import ASGIReceiveCallable, ASGIReceiveEvent, ASGISendCallable
+from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable
 from quart.asgi import ASGIHTTPConnection, _handle_exception
-from quart.wrappers import Response
+from quart.wrappers import Request, Response
+
+from supervisor.web.guard import Receive, replaying
 
 
 class InlineHTTPConnection(ASGIHTTPConnection):
@@ -30,7 +32,8 @@ class InlineHTTPConnection(ASGIHTTPConnection):
         first = await receive()
         if first["type"] != "http.request" or first.get("more_body", False):
             # Not behind the guard (or a disconnect already): Quart's own way.
-            await super().__call__(_replaying(first, receive), send)
+            rest = replaying(dict(first), cast(Receive, receive))
+            await super().__call__(cast(ASGIReceiveCallable, rest), send)
             return
         request = self._create_request_from_scope(send)
         request.body.append(first.get("body", b""))
@@ -59,7 +62,7 @@ class InlineHTTPConnection(ASGIHTTPConnection):
         finally:
             watcher.cancel()
 
-    async def _handle(self, request: Any, send: ASGISendCallable) -> None:
+    async def _handle(self, request: Request, send: ASGISendCallable) -> None:
         try:
             response = await self.app.handle_request(request)
         except Exception as error:
@@ -73,12 +76,3 @@ class InlineHTTPConnection(ASGIHTTPConnection):
                 await self._send_response(send, response)
         except TimeoutError:
             pass  # the client stopped reading; the connection is dropped
-
-
-def _replaying(first: ASGIReceiveEvent, receive: ASGIReceiveCallable) -> ASGIReceiveCallable:
-    pending: list[ASGIReceiveEvent] = [first]
-
-    async def replay() -> ASGIReceiveEvent:
-        return pending.pop() if pending else await receive()
-
-    return replay

@@ -97,7 +97,7 @@ class Guard:
             if body is None:
                 await _reply(send, 413, "payload_too_large", self._too_large())
                 return
-            receive = _replay(body, receive)
+            receive = replaying({"type": "http.request", "body": body, "more_body": False}, receive)
         await self.app(scope, receive, send)
 
     def _too_large(self) -> str:
@@ -141,15 +141,12 @@ async def _read_body(receive: Receive, limit: int) -> bytes | None:
     return b"".join(chunks)
 
 
-def _replay(body: bytes, receive: Receive) -> Receive:
-    sent = False
+def replaying(first: Message, receive: Receive) -> Receive:
+    """A ``receive`` that returns ``first`` (already taken from ``receive``), then the rest."""
+    pending = [first]
 
     async def replay() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
+        return pending.pop() if pending else await receive()
 
     return replay
 
