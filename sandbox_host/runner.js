@@ -24,7 +24,18 @@ const core = Deno[Deno.internal].core;
 // In a classic script `await` may parse as an identifier (`f(await -1)` would
 // run as a subtraction), so any cell that mentions it is evaluated in REPL
 // mode, where it always means await, as in Node's and Deno's REPLs.
-const MENTIONS_AWAIT = /\bawait\b/;
+function mentionsAwait(code) {
+  // /\bawait\b/ without a regular expression: the first one a process runs
+  // costs ~0.08 ms.
+  const word = (at) => {
+    const c = code.charCodeAt(at); // [A-Za-z0-9_], NaN past either end
+    return (c >= 48 && c <= 57) || (c >= 65 && c <= 90) || (c >= 97 && c <= 122) || c === 95;
+  };
+  for (let at = code.indexOf("await"); at !== -1; at = code.indexOf("await", at + 1)) {
+    if ((at === 0 || !word(at - 1)) && !word(at + 5)) return true;
+  }
+  return false;
+}
 const NEEDS_ASYNC = /await is only valid in async functions|Cannot use import statement/;
 
 // State an execution could leave behind for a later one lives in DENO_DIR;
@@ -205,7 +216,7 @@ if (frame.type !== "run" || frame.protocol !== PROTOCOL_VERSION) {
 
 /** Start evaluating the cell; returns a Promise of its completion value, or null if it already failed. */
 function evaluate(code) {
-  if (MENTIONS_AWAIT.test(code)) return repl().replEvaluate(code);
+  if (mentionsAwait(code)) return repl().replEvaluate(code);
   const [value, error] = core.evalContext(code, USER_URL);
   if (!error) return Promise.resolve(value);
   if (!error.isCompileError) {
