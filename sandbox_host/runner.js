@@ -180,6 +180,47 @@ Object.defineProperty(globalThis, "__mcpi", {
   value: (specifier) => modules().loadModule(specifier),
 });
 
+// Rarely taken paths are functions, which V8 only preparses until they are
+// called: top-level statements are compiled with the script, by every child.
+
+/** Evaluate a Preload frame's modules and connect the inspector; returns the Run that follows. */
+async function preload(frame, blob) {
+  try {
+    if (frame.modules.length) await modules().preloadModules(frame.modules, blob ?? new Uint8Array());
+    if (frame.repl) await repl().connectInspector();
+  } catch (error) {
+    send({ type: "preloaded", ok: false, error: describeError(error, USER_URL) });
+    Deno.exit(0);
+  }
+  send({ type: "preloaded", ok: true });
+  return await nextFrame();
+}
+
+/**
+ * Preloaded WebAssembly, at the end of the frame's blob: a global per module,
+ * compiled (and instantiated) on first use only. Returns the rest of the blob.
+ */
+function defineWasmGlobals(wasm, blob) {
+  const total = wasm.reduce((sum, m) => sum + m.size, 0);
+  let offset = blob.byteLength - total;
+  const rest = blob.subarray(0, offset);
+  for (const module of wasm) {
+    const bytes = blob.subarray(offset, offset + module.size);
+    offset += module.size;
+    let compiled = null;
+    let instance = null;
+    const compile = () => (compiled ??= new WebAssembly.Module(bytes));
+    Object.defineProperty(globalThis, `__wasm_${module.name}`, { get: compile, configurable: true });
+    if (module.instantiate) {
+      Object.defineProperty(globalThis, module.name, {
+        get: () => (instance ??= new WebAssembly.Instance(compile())).exports,
+        configurable: true,
+      });
+    }
+  }
+  return rest;
+}
+
 let frame;
 let restoreBlob;
 try {
@@ -197,19 +238,7 @@ outputLimit = frame.output_limit_bytes;
 // A child set aside for executions that import exactly these modules
 // evaluates them first, and connects the inspector if they have top-level
 // await; its Run comes later (or never: then it is discarded).
-if (frame.type === "preload") {
-  try {
-    if (frame.modules.length) {
-      await modules().preloadModules(frame.modules, restoreBlob ?? new Uint8Array());
-    }
-    if (frame.repl) await repl().connectInspector();
-  } catch (error) {
-    send({ type: "preloaded", ok: false, error: describeError(error, USER_URL) });
-    Deno.exit(0);
-  }
-  send({ type: "preloaded", ok: true });
-  ({ frame, blob: restoreBlob } = await nextFrame());
-}
+if (frame.type === "preload") ({ frame, blob: restoreBlob } = await preload(frame, restoreBlob));
 if (frame.type !== "run" || frame.protocol !== PROTOCOL_VERSION) {
   fail(new Error(`sandbox expected a run frame of protocol ${PROTOCOL_VERSION}`));
 }
@@ -227,27 +256,8 @@ function evaluate(code) {
   return repl().locateSyntaxError(code, error.thrown).then((located) => Promise.reject(located));
 }
 
-// Preloaded WebAssembly: compiled (and instantiated) on first use only.
-{
-  const modules = frame.wasm ?? [];
-  const total = modules.reduce((sum, m) => sum + m.size, 0);
-  const blob = restoreBlob ?? new Uint8Array();
-  let offset = blob.byteLength - total;
-  if (total) restoreBlob = blob.subarray(0, offset);
-  for (const module of modules) {
-    const bytes = blob.subarray(offset, offset + module.size);
-    offset += module.size;
-    let compiled = null;
-    let instance = null;
-    const compile = () => (compiled ??= new WebAssembly.Module(bytes));
-    Object.defineProperty(globalThis, `__wasm_${module.name}`, { get: compile, configurable: true });
-    if (module.instantiate) {
-      Object.defineProperty(globalThis, module.name, {
-        get: () => (instance ??= new WebAssembly.Instance(compile())).exports,
-        configurable: true,
-      });
-    }
-  }
+if (frame.wasm?.length) {
+  restoreBlob = defineWasmGlobals(frame.wasm, restoreBlob ?? new Uint8Array());
 }
 
 // The baseline of globals is taken after the runner's own changes (console)
