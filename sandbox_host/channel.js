@@ -72,10 +72,10 @@ export function send(frame, blob) {
 }
 
 /**
- * Reads whole frames from stdin; chunks are kept in a list, never
- * re-concatenated per read. `next` and `nextBlocking` share the steps of
- * reading a frame: a generator that yields each buffer a read must fill and
- * is sent back how many bytes it got (null at EOF).
+ * Reads whole frames from stdin. A run's first frames (nothing else reads
+ * stdin yet) are read blocking and exactly: the header, the JSON and the blob
+ * straight into buffers of their size. Later ones are read asynchronously in
+ * chunks of up to 64 KB, kept in a list and never re-concatenated per read.
  */
 class FrameReader {
   #chunks = [];
@@ -96,31 +96,13 @@ class FrameReader {
     return out;
   }
 
-  *#frame() {
-    while (this.#size < HEADER_BYTES) {
-      const buf = new Uint8Array(65536);
-      const got = yield buf;
-      if (got === null) throw new Error("supervisor closed the channel");
-      this.#chunks.push(buf.subarray(0, got));
-      this.#size += got;
-    }
-    const header = this.#take(HEADER_BYTES);
-    if (header[0] !== MAGIC_0 || header[1] !== MAGIC_1) throw new Error("bad frame header");
-    const view = new DataView(header.buffer);
-    const jsonLen = view.getUint32(2);
-    const blobLen = view.getUint32(6);
-    const frame = JSON.parse(decode(yield* this.#exactly(jsonLen)));
-    const blob = blobLen ? yield* this.#exactly(blobLen) : null;
-    return { frame, blob };
-  }
-
   /** Exactly `n` bytes: what is buffered, then reads straight into one buffer (no re-copying). */
-  *#exactly(n) {
+  async #exactly(n) {
     const out = new Uint8Array(n);
     let filled = Math.min(n, this.#size);
     out.set(this.#take(filled), 0);
     while (filled < n) {
-      const got = yield out.subarray(filled);
+      const got = await read(out.subarray(filled));
       if (got === null) throw new Error("supervisor closed the channel");
       filled += got;
     }
@@ -129,19 +111,48 @@ class FrameReader {
 
   /** Resolve with the next `{frame, blob}`. */
   async next() {
-    const steps = this.#frame();
-    for (let step = steps.next(); ; step = steps.next(await read(step.value))) {
-      if (step.done) return step.value;
+    while (this.#size < HEADER_BYTES) {
+      const buf = new Uint8Array(65536);
+      const got = await read(buf);
+      if (got === null) throw new Error("supervisor closed the channel");
+      this.#chunks.push(buf.subarray(0, got));
+      this.#size += got;
     }
+    const [jsonLen, blobLen] = frameLengths(this.#take(HEADER_BYTES));
+    const frame = JSON.parse(decode(await this.#exactly(jsonLen)));
+    const blob = blobLen ? await this.#exactly(blobLen) : null;
+    return { frame, blob };
   }
 
-  /** The next `{frame, blob}`, blocking the whole process until it has arrived. */
+  /**
+   * The next `{frame, blob}`, blocking the whole process until it has
+   * arrived. Only before the first asynchronous read: it leaves nothing
+   * buffered, but does not look at what such a read may have buffered.
+   */
   nextBlocking() {
-    const steps = this.#frame();
-    for (let step = steps.next(); ; step = steps.next(readBlocking(step.value))) {
-      if (step.done) return step.value;
-    }
+    if (this.#size) throw new Error("a blocking read after an asynchronous one");
+    const [jsonLen, blobLen] = frameLengths(exactlyBlocking(HEADER_BYTES));
+    const frame = JSON.parse(decode(exactlyBlocking(jsonLen)));
+    const blob = blobLen ? exactlyBlocking(blobLen) : null;
+    return { frame, blob };
   }
+}
+
+/** The JSON and blob lengths a frame header announces. */
+function frameLengths(header) {
+  if (header[0] !== MAGIC_0 || header[1] !== MAGIC_1) throw new Error("bad frame header");
+  const view = new DataView(header.buffer, header.byteOffset);
+  return [view.getUint32(2), view.getUint32(6)];
+}
+
+function exactlyBlocking(n) {
+  const out = new Uint8Array(n);
+  for (let filled = 0; filled < n;) {
+    const got = readBlocking(out.subarray(filled));
+    if (got === null) throw new Error("supervisor closed the channel");
+    filled += got;
+  }
+  return out;
 }
 
 /** The one reader of this process's stdin. */
