@@ -307,6 +307,53 @@ async def test_an_unhandled_rejection_in_a_timer_fails_the_execution(services: S
     assert "code.js:2:" in record.error
 
 
+@pytest.mark.parametrize(
+    ("code", "status", "result", "output"),
+    [
+        pytest.param(
+            "Promise.resolve().then(() => 0).then(() => console.log('chained'));\n'sync'",
+            ExecutionStatus.COMPLETED,
+            "sync",
+            "chained\n",
+            id="output-of-a-promise-chain",
+        ),
+        pytest.param(
+            "Promise.resolve().then(() => Promise.reject(new Error('chained')));\n1",
+            ExecutionStatus.FAILED,
+            None,
+            "",
+            id="rejection-in-a-promise-chain",
+        ),
+        pytest.param(
+            "queueMicrotask(() => { throw new Error('microtask') });\n1",
+            ExecutionStatus.FAILED,
+            None,
+            "",
+            id="error-in-a-microtask",
+        ),
+        pytest.param(
+            "const p = Promise.reject(new Error('handled'));\n"
+            "p.catch(() => console.log('caught'));\n2",
+            ExecutionStatus.COMPLETED,
+            "2",
+            "caught\n",
+            id="rejection-handled-in-the-cell",
+        ),
+    ],
+)
+async def test_a_synchronous_cell_ends_only_once_its_microtasks_have_run(
+    services: Services, code: str, status: ExecutionStatus, result: str | None, output: str
+) -> None:
+    """A cell with no timer or I/O left is reported without a turn of the event
+    loop: what its microtasks print, throw or leave rejected still counts."""
+    record = await run(services, code)
+    assert record.status == status, record.error
+    assert record.result == result
+    assert await output_of(services, record) == output
+    if status == ExecutionStatus.FAILED:
+        assert record.error is not None and "code.js:1:" in record.error
+
+
 async def test_an_error_thrown_in_a_timer_fails_the_execution(services: Services) -> None:
     record = await run(services, "setTimeout(() => { throw new Error('tick') }, 5); 1")
     assert record.status == ExecutionStatus.FAILED
