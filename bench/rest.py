@@ -17,7 +17,7 @@ import anyio
 import httpx
 import psutil
 
-from bench.loadgen import HttpConnection
+from bench.loadgen import BlockingHttpConnection, HttpConnection
 from bench.plan import CODE, EXPECTED, Plan
 from bench.procs import free_port, track, untrack
 from bench.stats import Latency, Throughput, cpu_sample, windowed
@@ -114,23 +114,24 @@ async def measure_rest_throughput(server: Server, plan: Plan) -> Throughput:
     """POST /api/exec + GET ?wait=30 with ``rest_concurrency`` executions in flight.
 
     Each in-flight execution has its own keep-alive connection of the minimal
-    client in :mod:`bench.loadgen` (httpx would take CPU from the server).
+    blocking client in :mod:`bench.loadgen`, in a thread of its own (httpx, or
+    even an asyncio client, would take more CPU from the server).
     """
     n = plan.rest_concurrency
     url = urlsplit(server.base_url)
     host, port = url.hostname or "127.0.0.1", url.port or 80
-    connections = [await HttpConnection.open(host, port) for _ in range(n)]
+    connections = [BlockingHttpConnection(host, port) for _ in range(n)]
     idle = list(connections)
     body = json.dumps({"code": CODE}).encode()
 
-    async def one() -> bool:
+    def one() -> bool:
         connection = idle.pop()
         try:
-            status, posted = await connection.request("POST", "/api/exec", body)
+            status, posted = connection.request("POST", "/api/exec", body)
             if status != 200:
                 return False
             target = f"/api/executions/{posted['execution_id']}?wait=30"
-            status, got = await connection.request("GET", target)
+            status, got = connection.request("GET", target)
             return bool(
                 status == 200 and got["status"] == "completed" and got["result"] == EXPECTED
             )
@@ -143,7 +144,7 @@ async def measure_rest_throughput(server: Server, plan: Plan) -> Throughput:
         )
     finally:
         for connection in connections:
-            await connection.aclose()
+            connection.close()
 
 
 async def measure_rest_latency(server: Server, plan: Plan) -> tuple[Latency, Latency]:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
 import resource
 import statistics
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import psutil
@@ -146,24 +147,38 @@ def combine(a: Throughput, b: Throughput) -> Throughput:
 
 async def windowed(
     workers: int,
-    one: Callable[[], Awaitable[bool]],
+    one: Callable[[], Awaitable[bool]] | Callable[[], bool],
     warmup_s: float,
     window_s: float,
     sample: Callable[[], dict[str, float]],
 ) -> Throughput:
-    """Run ``workers`` loops of ``one`` (True: a correct completion) and count a window."""
+    """Run ``workers`` loops of ``one`` (True: a correct completion) and count a window.
+
+    ``one`` is a coroutine function, looped in a task per worker, or a plain
+    (blocking) function, looped in a thread per worker.
+    """
     finished: list[float] = []
     failures: list[int] = []
     stamps: dict[str, dict[str, float]] = {}
     t0 = time.perf_counter()
     stop_at = t0 + warmup_s + window_s
 
+    def count(ok: bool) -> None:
+        if ok:
+            finished.append(time.perf_counter())
+        else:
+            failures.append(1)
+
     async def worker() -> None:
+        if not inspect.iscoroutinefunction(one):
+            await anyio.to_thread.run_sync(blocking_worker)
+            return
         while time.perf_counter() < stop_at:
-            if await one():
-                finished.append(time.perf_counter())
-            else:
-                failures.append(1)
+            count(await cast(Callable[[], Awaitable[bool]], one)())
+
+    def blocking_worker() -> None:
+        while time.perf_counter() < stop_at:
+            count(cast(Callable[[], bool], one)())
 
     async def sampler() -> None:
         await anyio.sleep(warmup_s)
