@@ -187,11 +187,12 @@ class Engine:
         status = ExecutionStatus.CANCELLED
         error: str | None = "cancelled before it finished"
         heap: str | None = None
+        key = Key.of(live.source, tuple(binding.specifier for binding in live.imports))
         try:
             with live.scope:
                 async with self._slots:
                     restore = await self._load_heap(record)
-                    child = await self._child_for(record, live)
+                    child = await self._child_for(record, live, key)
                     outcome = await execute(
                         child,
                         live.source,
@@ -223,15 +224,18 @@ class Engine:
                 await self._finish(record, live, status, outcome, error, heap)
                 if child is not None:
                     await self.pool.release(child)
+            # A child for the next run like this one is set aside now, not while
+            # this one runs: preparing it (starting Deno, evaluating the modules)
+            # would compete for the CPU with this execution (as the pool's
+            # replacements would, see sandbox/pool.py).
+            if self.warm is not None and key and self._tg is not None:
+                self.warm.prepare(key, self._tg)
 
-    async def _child_for(self, record: ExecutionRecord, live: _Live) -> Child:
+    async def _child_for(self, record: ExecutionRecord, live: _Live, key: Key) -> Child:
         """A child set aside for this run (imports evaluated, inspector loaded), or a plain one."""
-        key = Key.of(live.source, tuple(binding.specifier for binding in live.imports))
         if self.warm is None or not key:
             return await self.pool.acquire(record.heap_memory_max_mb)
         warm = await self.warm.take(key, record.heap_memory_max_mb)
-        if self._tg is not None:
-            self.warm.prepare(key, self._tg)  # for the next run like this one
         if warm is None:
             return await self.pool.acquire(record.heap_memory_max_mb)
         for stream, text in warm.output:
