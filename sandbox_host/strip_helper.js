@@ -351,18 +351,24 @@ function handle(line) {
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
-const writer = Deno.stdout.writable.getWriter();
 
-async function send(lines) {
-  await writer.write(encoder.encode(lines.join("")));
+// Plain reads and writes of the standard streams, not their web streams: a
+// request through ReadableStream and WritableStream cost ~0.3 ms more here.
+function send(lines) {
+  const bytes = encoder.encode(lines.join(""));
+  for (let at = 0; at < bytes.length;) at += Deno.stdout.writeSync(bytes.subarray(at));
 }
 
 async function serve() {
   await lexerReady;
-  await send([`${JSON.stringify({ ready: true, amaro: AMARO_VERSION })}\n`]);
+  send([`${JSON.stringify({ ready: true, amaro: AMARO_VERSION })}\n`]);
   // Chunks of a line not yet complete; joined once, when its newline arrives.
   let pending = [];
-  for await (const chunk of Deno.stdin.readable) {
+  const buffer = new Uint8Array(65536);
+  for (;;) {
+    const got = await Deno.stdin.read(buffer);
+    if (got === null) break;
+    const chunk = buffer.subarray(0, got);
     const out = [];
     let from = 0;
     let newline = chunk.indexOf(0x0a);
@@ -376,7 +382,7 @@ async function serve() {
       newline = chunk.indexOf(0x0a, from);
     }
     if (from < chunk.length) pending.push(chunk.slice(from));
-    if (out.length > 0) await send(out);
+    if (out.length > 0) send(out);
   }
 }
 
