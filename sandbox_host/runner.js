@@ -186,7 +186,9 @@ Object.defineProperty(globalThis, "__mcpi", {
 /** Evaluate a Preload frame's modules and connect the inspector; returns the Run that follows. */
 async function preload(frame, blob) {
   try {
-    if (frame.modules.length) await modules().preloadModules(frame.modules, blob ?? new Uint8Array());
+    if (frame.modules.length) {
+      await modules().preloadModules(frame.modules, blob ?? new Uint8Array());
+    }
     if (frame.repl) await repl().connectInspector();
   } catch (error) {
     send({ type: "preloaded", ok: false, error: describeError(error, USER_URL) });
