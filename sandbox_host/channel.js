@@ -11,7 +11,7 @@ const stdout = Deno.stdout;
 const writeSync = stdout.writeSync.bind(stdout);
 const channelCore = Deno[Deno.internal].core;
 // UTF-8 through Deno's core, not TextEncoder and TextDecoder: their first use
-// costs a child ~0.1-0.25 ms each (compiling Deno's own JavaScript).
+// costs a child up to ~0.3 ms (compiling Deno's own JavaScript).
 const { encode, decode } = channelCore;
 
 // Reads of stdin are ops that keep the event loop alive only while the

@@ -8,7 +8,7 @@ import pytest
 
 from supervisor.app import Services
 from supervisor.executions.warm import Key
-from tests.conftest import EngineFactory, run
+from tests.conftest import EngineFactory, run, submit
 
 pytestmark = [pytest.mark.anyio, pytest.mark.deno]
 
@@ -86,3 +86,19 @@ async def test_a_prepared_child_resumes_a_heap_and_snapshots_it(
         assert second.heap is not None
         third = await run(services, "n", heap=second.heap)
         assert third.result == "2"
+
+
+async def test_the_next_child_is_prepared_once_the_run_is_over_not_while_it_runs(
+    engine_factory: EngineFactory,
+) -> None:
+    """Preparing it (a Deno start, the inspector) would compete with the run for the CPU."""
+    async with engine_factory() as services:
+        warm = services.engine.warm
+        assert warm is not None
+        record = await submit(services, "await new Promise((r) => setTimeout(r, 1500)); 'done'")
+        await anyio.sleep(1.0)  # far longer than preparing a child takes
+        assert warm.ready is None, "a child was prepared while the run that needs one ran"
+        with anyio.fail_after(30):
+            final = await services.engine.wait(record.execution_id)
+        assert final.result == "done"
+        await _set_aside(services, REPL)  # and once it is over, one is
