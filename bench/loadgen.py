@@ -22,22 +22,34 @@ import socket
 from typing import Any
 
 _HEAD_END = b"\r\n\r\n"
+# A response: status, body, and whether the server closes the connection after it.
+_Response = tuple[int, bytes, bool]
 
 
 class HttpConnection(asyncio.Protocol):
-    """One persistent connection to ``host:port``; one request at a time."""
+    """A keep-alive connection to ``host:port``; one request at a time.
 
-    def __init__(self, host: str) -> None:
+    When the server ends the connection (``Connection: close``, as Hypercorn
+    does after ``keep_alive_max_requests``, or by closing it while idle), the
+    next request opens a new one.
+    """
+
+    def __init__(self, host: str, port: int) -> None:
         self._host = host
+        self._port = port
         self._buffer = bytearray()
         self._transport: asyncio.Transport | None = None
-        self._waiter: asyncio.Future[tuple[int, bytes]] | None = None
+        self._waiter: asyncio.Future[_Response] | None = None
 
     @classmethod
     async def open(cls, host: str, port: int) -> HttpConnection:
-        loop = asyncio.get_running_loop()
-        _, connection = await loop.create_connection(lambda: cls(host), host, port)
+        connection = cls(host, port)
+        await connection._connect()
         return connection
+
+    async def _connect(self) -> None:
+        self._buffer.clear()
+        await asyncio.get_running_loop().create_connection(lambda: self, self._host, self._port)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -57,6 +69,7 @@ class HttpConnection(asyncio.Protocol):
             waiter.set_result(response)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._transport = None
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_exception(exc or ConnectionError("the server closed the connection"))
 
@@ -64,10 +77,14 @@ class HttpConnection(asyncio.Protocol):
         self, method: str, target: str, body: bytes = b""
     ) -> tuple[int, dict[str, Any]]:
         """Send one request; return the status and the JSON body."""
+        if self._transport is None or self._transport.is_closing():
+            await self._connect()
         assert self._transport is not None
         self._waiter = asyncio.get_running_loop().create_future()
         self._transport.write(_request_bytes(self._host, method, target, body))
-        status, payload = await self._waiter
+        status, payload, close = await self._waiter
+        if close:
+            self._transport.close()
         return status, json.loads(payload) if payload else {}
 
     async def aclose(self) -> None:
@@ -76,27 +93,43 @@ class HttpConnection(asyncio.Protocol):
 
 
 class BlockingHttpConnection:
-    """One persistent connection to ``host:port`` on a blocking socket; one thread uses it."""
+    """A keep-alive connection to ``host:port`` on a blocking socket; one thread uses it.
+
+    Reconnects as :class:`HttpConnection` does when the server ends the connection.
+    """
 
     def __init__(self, host: str, port: int) -> None:
         self._host = host
-        self._socket = socket.create_connection((host, port))
-        self._socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._port = port
         self._buffer = bytearray()
+        self._socket: socket.socket | None = self._connect()
+
+    def _connect(self) -> socket.socket:
+        self._buffer.clear()
+        connection = socket.create_connection((self._host, self._port))
+        connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return connection
 
     def request(self, method: str, target: str, body: bytes = b"") -> tuple[int, dict[str, Any]]:
         """Send one request; return the status and the JSON body."""
+        if self._socket is None:
+            self._socket = self._connect()
         self._socket.sendall(_request_bytes(self._host, method, target, body))
         while (response := _take_response(self._buffer)) is None:
             chunk = self._socket.recv(65536)
             if not chunk:
+                self.close()
                 raise ConnectionError("the server closed the connection")
             self._buffer += chunk
-        status, payload = response
+        status, payload, close = response
+        if close:
+            self.close()
         return status, json.loads(payload) if payload else {}
 
     def close(self) -> None:
-        self._socket.close()
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
 
 
 def _request_bytes(host: str, method: str, target: str, body: bytes) -> bytes:
@@ -106,8 +139,9 @@ def _request_bytes(host: str, method: str, target: str, body: bytes) -> bytes:
     return head.encode() + b"\r\n" + body
 
 
-def _take_response(buffer: bytearray) -> tuple[int, bytes] | None:
-    """A whole response from the front of ``buffer`` (removed from it), or None yet."""
+def _take_response(buffer: bytearray) -> _Response | None:
+    """A whole response from the front of ``buffer`` (removed from it), or None yet:
+    its status, its body, and whether the server is closing the connection."""
     end = buffer.find(_HEAD_END)
     if end < 0:
         return None
@@ -115,6 +149,7 @@ def _take_response(buffer: bytearray) -> tuple[int, bytes] | None:
     status = int(lines[0].split(b" ", 2)[1])
     length: int | None = None
     chunked = False
+    close = False
     for line in lines[1:]:
         name, _, value = line.partition(b":")
         name = name.strip().lower()
@@ -122,18 +157,21 @@ def _take_response(buffer: bytearray) -> tuple[int, bytes] | None:
             length = int(value)
         elif name == b"transfer-encoding" and b"chunked" in value.lower():
             chunked = True
+        elif name == b"connection" and b"close" in value.lower():
+            close = True
     start = end + len(_HEAD_END)
     if chunked:
-        return _take_chunked(buffer, status, start)
-    stop = start + (length or 0)
-    if len(buffer) < stop:
-        return None
-    payload = bytes(buffer[start:stop])
-    del buffer[:stop]
-    return status, payload
+        payload = _take_chunked(buffer, start)
+    elif len(buffer) < start + (length or 0):
+        payload = None
+    else:
+        stop = start + (length or 0)
+        payload = bytes(buffer[start:stop])
+        del buffer[:stop]
+    return None if payload is None else (status, payload, close)
 
 
-def _take_chunked(buffer: bytearray, status: int, start: int) -> tuple[int, bytes] | None:
+def _take_chunked(buffer: bytearray, start: int) -> bytes | None:
     data = bytearray()
     at = start
     while True:
@@ -146,7 +184,7 @@ def _take_chunked(buffer: bytearray, status: int, start: int) -> tuple[int, byte
             if buffer.find(b"\r\n", at) != at:  # no trailers expected
                 return None
             del buffer[: at + 2]
-            return status, bytes(data)
+            return bytes(data)
         if len(buffer) < at + size + 2:
             return None
         data += buffer[at : at + size]
