@@ -160,12 +160,12 @@ def _take_response(buffer: bytearray) -> _Response | None:
         elif name == b"connection" and b"close" in value.lower():
             close = True
     start = end + len(_HEAD_END)
+    stop = start + (length or 0)
     if chunked:
         payload = _take_chunked(buffer, start)
-    elif len(buffer) < start + (length or 0):
+    elif len(buffer) < stop:
         payload = None
     else:
-        stop = start + (length or 0)
         payload = bytes(buffer[start:stop])
         del buffer[:stop]
     return None if payload is None else (status, payload, close)
