@@ -21,7 +21,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, TypeVar
 
@@ -41,12 +41,20 @@ _serial = itertools.count(1)
 
 @dataclass(eq=False)
 class ChildCgroup:
-    """The memory cgroup of one child (groups are reused from child to child)."""
+    """The memory cgroup of one child (groups are reused from child to child).
+
+    The control files every child's start and end touch stay open while the
+    group lives (see :class:`_ControlFiles`).
+    """
 
     path: Path
     version: int
     owner: MemoryCgroups
     limit_bytes: int = -1
+    files: _ControlFiles = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.files = _ControlFiles(self.path)
 
     def oom_killed(self) -> bool:
         """Whether the kernel killed something in this group for exceeding its limit."""
@@ -74,15 +82,15 @@ class ChildCgroup:
         """
         try:
             if self.version == 2:
-                for line in _read(self.path / "memory.events").splitlines():
+                for line in self.files.read("memory.events").splitlines():
                     key, _, value = line.partition(b" ")
                     if key in (b"max", b"oom", b"oom_kill") and value.strip() != b"0":
                         return False
-                usage = int(_read(self.path / "memory.current"))
+                usage = int(self.files.read("memory.current"))
             else:
-                if int(_read(self.path / "memory.failcnt")):
+                if int(self.files.read("memory.failcnt")):
                     return False
-                usage = int(_read(self.path / "memory.usage_in_bytes"))
+                usage = int(self.files.read("memory.usage_in_bytes"))
         except (OSError, ValueError):
             return False
         return usage <= _REUSE_MAX_LEFT_BYTES
@@ -93,6 +101,7 @@ class ChildCgroup:
 
     def remove(self) -> None:
         """Delete the group (its process must have exited)."""
+        self.files.close()
         with contextlib.suppress(OSError):
             self.path.rmdir()
 
@@ -131,6 +140,7 @@ class MemoryCgroups:
     def __init__(self, parent: Path, version: int) -> None:
         self.parent = parent
         self.version = version
+        self._files = _ControlFiles(parent)
         self._idle: list[ChildCgroup] = []
         self._lock = threading.Lock()
         self._closed = False
@@ -145,17 +155,17 @@ class MemoryCgroups:
         if group is None:
             return start(), None
         try:
-            if self.version == 1 and _write(group.path / "tasks", "0"):
+            if self.version == 1 and group.files.write("tasks", "0"):
                 try:
                     return start(), group
                 finally:
-                    if not _write(self.parent / "tasks", "0"):
+                    if not self._files.write("tasks", "0"):
                         logger.error("could not move a spawning thread back to %s", self.parent)
             process = start()
         except BaseException:
             self.release(group)
             raise
-        if not _write(group.path / "cgroup.procs", str(process.pid)):
+        if not group.files.write("cgroup.procs", str(process.pid)):
             group.remove()
             return process, None
         return process, group
@@ -197,18 +207,59 @@ class MemoryCgroups:
             idle, self._idle = self._idle, []
         for group in idle:
             group.remove()
+        self._files.close()
 
 
-# Plain descriptors, not pathlib's text files: these run once or twice per
-# execution, and a text wrapper costs more than the system calls.
+class _ControlFiles:
+    """Control files of one group, each opened on first use and kept open.
+
+    A child's start moves the spawning thread in and out (two writes) and its
+    end reads two counters; opening and closing each file every time took
+    three times as long as the reads and writes themselves (~30 µs against
+    ~9 µs per child, measured on cgroup v1). A write to these files acts on
+    its own text, and a read at offset 0 reports the current value, so one
+    descriptor serves every child of the group. Thread-safe.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self._directory = str(directory)
+        self._fds: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def _fd(self, name: str, flags: int) -> int:
+        fd = self._fds.get(name)
+        if fd is None:
+            with self._lock:
+                fd = self._fds.get(name)
+                if fd is None:
+                    fd = os.open(os.path.join(self._directory, name), flags | os.O_CLOEXEC)
+                    self._fds[name] = fd
+        return fd
+
+    def write(self, name: str, text: str) -> bool:
+        """Write ``text`` to control file ``name``; False (logged) if the kernel refuses."""
+        try:
+            os.write(self._fd(name, os.O_WRONLY), text.encode())
+        except OSError as exc:
+            logger.debug("cannot write %s to %s/%s: %s", text, self._directory, name, exc)
+            return False
+        return True
+
+    def read(self, name: str) -> bytes:
+        """The current content of control file ``name`` (raises ``OSError``)."""
+        return os.pread(self._fd(name, os.O_RDONLY), 4096, 0)
+
+    def close(self) -> None:
+        """Close every descriptor (the group may then be removed)."""
+        with self._lock:
+            fds, self._fds = self._fds, {}
+        for fd in fds.values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
-def _read(path: Path) -> bytes:
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        return os.read(fd, 4096)
-    finally:
-        os.close(fd)
+# Plain descriptors, not pathlib's text files, for the files written once per
+# group: a text wrapper costs more than the system calls.
 
 
 def _write(path: Path, text: str) -> bool:

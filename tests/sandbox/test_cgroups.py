@@ -142,19 +142,29 @@ async def test_a_child_starts_in_its_group_and_no_supervisor_thread_is_left_ther
     tmp_path: Path,
 ) -> None:
     assert CGROUPS is not None
-    sandbox = pool(tmp_path)
-    child = await sandbox.spawn(8)
-    try:
-        assert child.cgroup is not None
-        assert _memory_cgroup(Path(f"/proc/{child.pid}/cgroup")).endswith(child.cgroup.path.name)
-        # The group is charged for the child's start-up too, not only its later growth.
-        usage = int((child.cgroup.path / "memory.usage_in_bytes").read_text())
-        assert usage > 0
-        ours = _memory_cgroup(Path("/proc/self/cgroup"))
-        for task in Path("/proc/self/task").iterdir():
-            assert _memory_cgroup(task / "cgroup") == ours, f"thread {task.name} left behind"
-    finally:
-        await child.close(0)
+    cgroups = MemoryCgroups(CGROUPS.parent, CGROUPS.version)
+    settings = SandboxSettings(deno_path=str(write_fake_deno(tmp_path)), external_memory_max_mb=64)
+    sandbox = SandboxPool(settings, tmp_path / "runner.js", cgroups)
+    ours = _memory_cgroup(Path("/proc/self/cgroup"))
+    groups = []
+    # The second child reuses the first one's group (and its open control files).
+    for _ in range(2):
+        child = await sandbox.spawn(8)
+        try:
+            assert child.cgroup is not None
+            groups.append(child.cgroup)
+            where = _memory_cgroup(Path(f"/proc/{child.pid}/cgroup"))
+            assert where.endswith(child.cgroup.path.name)
+            # The group is charged for the child's start-up too, not only its later growth.
+            usage = int((child.cgroup.path / "memory.usage_in_bytes").read_text())
+            assert usage > 0
+            for task in Path("/proc/self/task").iterdir():
+                assert _memory_cgroup(task / "cgroup") == ours, f"thread {task.name} left behind"
+        finally:
+            await child.close(0)
+    cgroups.close()
+    assert groups[0] is groups[1]
+    assert not groups[0].path.exists()
 
 
 @needs_cgroups
