@@ -238,10 +238,12 @@ async def _collect(
     tg: TaskGroup,
     answering: list[int],
 ) -> Outcome:
-    limiter = anyio.CapacityLimiter(_CALLS_AT_ONCE)
-    send_lock = anyio.Lock()
+    # Made with the first capability call: most runs make none.
+    limiter: anyio.CapacityLimiter | None = None
+    send_lock: anyio.Lock | None = None
 
     async def answer(request: Call, blob: bytes) -> None:
+        assert limiter is not None and send_lock is not None
         answering[0] += 1
         try:
             async with limiter:
@@ -267,6 +269,8 @@ async def _collect(
         for frame, blob in await child.receive_batch():
             match frame:
                 case Call():
+                    if limiter is None:
+                        limiter, send_lock = anyio.CapacityLimiter(_CALLS_AT_ONCE), anyio.Lock()
                     tg.start_soon(answer, frame, blob)
                 case Output(stream=stream, text=text):
                     on_output(stream, text)
