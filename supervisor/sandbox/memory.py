@@ -59,20 +59,25 @@ class RssWatch:
     Timer callbacks on the running event loop, not a task: stopping a task
     means cancelling it, and an anyio cancellation formats the repr of the
     cancelling task, measured at ~0.45 ms of CPU, on every execution's path.
+    The first sample is taken one interval after the start (the child has only
+    just been given its work then), so a run shorter than that, as most are,
+    never opens the process's statistics at all.
     """
 
     def __init__(
         self, pid: int, cap_bytes: int, interval_s: float, on_exceeded: Callable[[int], None]
     ) -> None:
-        self._read = _rss_reader(pid)
+        self._pid = pid
+        self._read: Callable[[], int | None] | None = None
         self._cap = cap_bytes
         self._interval = interval_s
         self._on_exceeded = on_exceeded
         self._loop = asyncio.get_running_loop()
-        self._handle: asyncio.TimerHandle | None = None
-        self._tick()
+        self._handle: asyncio.TimerHandle | None = self._loop.call_later(interval_s, self._tick)
 
     def _tick(self) -> None:
+        if self._read is None:
+            self._read = _rss_reader(self._pid)
         rss = self._read()
         if rss is None:
             self.stop()
@@ -90,7 +95,7 @@ class RssWatch:
         close = getattr(self._read, "close", None)
         if close is not None:
             close()
-            self._read = lambda: None
+        self._read = lambda: None
 
 
 def cap_cpu_seconds(pid: int, seconds: int) -> None:
