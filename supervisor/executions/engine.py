@@ -96,6 +96,8 @@ class Engine:
         self.warm = warm
         self._slots = anyio.Semaphore(max(1, settings.max_concurrent_executions), fast_acquire=True)
         self._live: dict[str, _Live] = {}
+        # Set when an execution starts while the output flusher is parked.
+        self._flusher_wake: anyio.Event | None = None
         self._tg: TaskGroup | None = None
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -141,6 +143,8 @@ class Engine:
         await self.store.create(record)
         live = _Live(OutputSink(self.settings.output_limit_bytes), source=source, imports=imports)
         self._live[record.execution_id] = live
+        if self._flusher_wake is not None:
+            self._flusher_wake.set()
         self._tg.start_soon(self._run_one, record, live)
         return record
 
@@ -358,8 +362,18 @@ class Engine:
                 await self.store.append_output(execution_id, lines)
 
     async def _flusher(self) -> None:
-        """Write output of running executions every 50 ms, so it can be read while they run."""
+        """Write output of running executions every 50 ms, so it can be read while they run.
+
+        With nothing running it waits for the next execution instead of waking
+        the server 20 times a second.
+        """
         while True:
+            if not self._live:
+                self._flusher_wake = anyio.Event()
+                try:
+                    await self._flusher_wake.wait()
+                finally:
+                    self._flusher_wake = None
             await anyio.sleep(_FLUSH_INTERVAL_S)
             for execution_id, live in list(self._live.items()):
                 try:
