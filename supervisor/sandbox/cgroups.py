@@ -223,17 +223,17 @@ class _ControlFiles:
 
     def __init__(self, directory: Path) -> None:
         self._directory = str(directory)
-        self._fds: dict[str, int] = {}
+        self._fds: dict[tuple[str, int], int] = {}
         self._lock = threading.Lock()
 
     def _fd(self, name: str, flags: int) -> int:
-        fd = self._fds.get(name)
+        fd = self._fds.get((name, flags))
         if fd is None:
             with self._lock:
-                fd = self._fds.get(name)
+                fd = self._fds.get((name, flags))
                 if fd is None:
                     fd = os.open(os.path.join(self._directory, name), flags | os.O_CLOEXEC)
-                    self._fds[name] = fd
+                    self._fds[(name, flags)] = fd
         return fd
 
     def write(self, name: str, text: str) -> bool:
