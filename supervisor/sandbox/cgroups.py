@@ -183,10 +183,10 @@ class MemoryCgroups:
                 logger.debug("could not make a memory cgroup: %s", exc)
                 return None
             if self.version == 2:
-                _write(group.path / "memory.swap.max", "0")
+                group.files.write("memory.swap.max", "0", keep=False)
         limit_file = "memory.max" if self.version == 2 else "memory.limit_in_bytes"
         if group.limit_bytes != limit_bytes:
-            if not _write(group.path / limit_file, str(limit_bytes)):
+            if not group.files.write(limit_file, str(limit_bytes), keep=False):
                 group.remove()
                 return None
             group.limit_bytes = limit_bytes
@@ -236,10 +236,21 @@ class _ControlFiles:
                     self._fds[(name, flags)] = fd
         return fd
 
-    def write(self, name: str, text: str) -> bool:
-        """Write ``text`` to control file ``name``; False (logged) if the kernel refuses."""
+    def write(self, name: str, text: str, *, keep: bool = True) -> bool:
+        """Write ``text`` to control file ``name``; False (logged) if the kernel refuses.
+
+        ``keep=False`` for a file written once in a while (a limit): it is
+        opened for this write only, so a group holds no more descriptors.
+        """
         try:
-            os.write(self._fd(name, os.O_WRONLY), text.encode())
+            if keep:
+                os.write(self._fd(name, os.O_WRONLY), text.encode())
+            else:
+                fd = os.open(os.path.join(self._directory, name), os.O_WRONLY | os.O_CLOEXEC)
+                try:
+                    os.write(fd, text.encode())
+                finally:
+                    os.close(fd)
         except OSError as exc:
             logger.debug("cannot write %s to %s/%s: %s", text, self._directory, name, exc)
             return False
@@ -256,23 +267,6 @@ class _ControlFiles:
         for fd in fds.values():
             with contextlib.suppress(OSError):
                 os.close(fd)
-
-
-# Plain descriptors, not pathlib's text files, for the files written once per
-# group: a text wrapper costs more than the system calls.
-
-
-def _write(path: Path, text: str) -> bool:
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-        try:
-            os.write(fd, text.encode())
-        finally:
-            os.close(fd)
-    except OSError as exc:
-        logger.debug("cannot write %s to %s: %s", text, path, exc)
-        return False
-    return True
 
 
 def remove_stale(parent: Path) -> int:
