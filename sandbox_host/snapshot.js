@@ -134,6 +134,8 @@ function walk(root, visit) {
  * V8 deserializes every array with holey elements, and the serializer writes
  * holey arrays in another layout: repack arrays without holes so that an
  * unchanged state serializes to the same bytes (and the same hash) again.
+ * Every reference to a repacked array, wherever it is (an element, a
+ * property, a Map or Set entry, an error's cause), is replaced by its copy.
  * This visits every object once, so it is written for speed.
  */
 function repackArrays(root) {
@@ -146,42 +148,50 @@ function repackArrays(root) {
     return true;
   };
   const packed = new Map();
+  const namedKeys = new Map(); // repacked array -> its named properties, if any
   const seen = new Set([root]);
   const stack = [root];
   const visit = (child) => {
     if (Array.isArray(child)) {
       let copy = packed.get(child);
       if (copy === undefined) {
-        copy = child;
-        const n = child.length;
-        let holes = false;
-        for (let i = 0; i < n && !holes; i++) holes = !(i in child);
-        if (!holes) {
-          // Array.from, slice and spread keep the holey kind; pushing makes a packed array.
-          copy = [];
-          for (let i = 0; i < n; i++) copy.push(child[i]);
-        }
+        copy = packedCopy(child, namedKeys);
         packed.set(child, copy);
       }
       child = copy;
+    } else if (isLeaf(child)) {
+      // A plain object holding no object: nothing to repack below it, so it
+      // needs no place in `seen` (most of a big state is leaves, and the Set
+      // would be most of the cost).
+      return child;
     }
-    // A plain object holding no object is a leaf: nothing to repack below it,
-    // so it needs no place in `seen` (most of a big state is leaves, and
-    // the Set would be most of the cost).
-    if (!Array.isArray(child) && isLeaf(child)) return child;
     if (!seen.has(child)) {
       seen.add(child);
       stack.push(child);
     }
     return child;
   };
+  const visitKeys = (value, keys) => {
+    for (const key of keys) {
+      const child = value[key];
+      if (isObject(child)) {
+        const next = visit(child);
+        if (next !== child) value[key] = next;
+      }
+    }
+  };
   while (stack.length) {
     const value = stack.pop();
     if (Array.isArray(value)) {
       for (let i = 0; i < value.length; i++) {
         const child = value[i];
-        if (isObject(child)) value[i] = visit(child);
+        if (isObject(child)) {
+          const next = visit(child);
+          if (next !== child) value[i] = next;
+        }
       }
+      const keys = namedKeys.get(value);
+      if (keys !== undefined) visitKeys(value, keys);
     } else if (value instanceof Map) {
       const entries = [...value];
       if (entries.some(([k, v]) => isObject(k) || isObject(v))) {
@@ -203,9 +213,45 @@ function repackArrays(root) {
           if (next !== child) value[key] = next;
         }
       }
+      // The serializer keeps an error's cause, a property that is not enumerable.
+      if (value instanceof Error && Object.prototype.hasOwnProperty.call(value, "cause")) {
+        const cause = value.cause;
+        if (isObject(cause)) {
+          const next = visit(cause);
+          if (next !== cause) {
+            Object.defineProperty(value, "cause", { value: next, writable: true, configurable: true });
+          }
+        }
+      }
     }
   }
   return root;
+}
+
+const arrayFlat = Array.prototype.flat;
+
+/**
+ * A packed copy of a deserialized array, or the array itself if it has holes
+ * (serialized as a sparse array either way). `flat(0)` copies the elements
+ * into a packed array at native speed (a loop of `push` takes ~3x as long). The named properties
+ * the serializer also keeps (a RegExp match's `index` and `groups`, say) move
+ * to the copy: the original is emptied first so they can be listed without
+ * listing every element, which is safe because every reference to it is
+ * replaced by the copy. They are noted in `namedKeys` to be visited in turn.
+ */
+function packedCopy(array, namedKeys) {
+  // Stops at the first hole: a huge sparse array is not walked index by index.
+  for (let i = 0; i < array.length; i++) {
+    if (!(i in array)) return array;
+  }
+  const copy = arrayFlat.call(array, 0);
+  array.length = 0;
+  const keys = Object.keys(array);
+  for (const key of keys) {
+    Object.defineProperty(copy, key, { value: array[key], writable: true, enumerable: true, configurable: true });
+  }
+  if (keys.length) namedKeys.set(copy, keys);
+  return copy;
 }
 
 /** The snapshot as two parts (magic, length and header; payload), sent without copying. */

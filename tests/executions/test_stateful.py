@@ -215,6 +215,43 @@ async def test_references_shared_between_globals_stay_shared(stateful: Services)
     assert after.result == "[true,true,1]"
 
 
+async def test_properties_put_on_an_array_come_back_with_it(stateful: Services) -> None:
+    # A RegExp match is an array with `index`, `input` and `groups`; arrays are
+    # rebuilt after a restore (for the hash), and their properties must follow.
+    first = await completed(
+        stateful,
+        "const match = /b(?<digit>\\d)/.exec('ab7c');"
+        "const nested = {rows: [1, 2]}; nested.rows.label = [3, 4];",
+    )
+    after = await resumed(
+        stateful,
+        first.heap or "",
+        "JSON.stringify([match.index, match.input, match.groups.digit, [...match],"
+        " nested.rows.label, nested.rows.length])",
+    )
+    assert json.loads(after.result or "") == [1, "ab7c", "7", ["b7", "7"], [3, 4], 2]
+    # V8 holds a match with holey elements, without holes: stored compactly
+    # from its first resume on, after which an unchanged state keeps its heap.
+    once = await resumed(stateful, first.heap or "", "1")
+    twice = await resumed(stateful, once.heap or "", "match.groups.digit")
+    assert twice.result == "7"
+    assert twice.heap == once.heap
+
+
+async def test_an_array_shared_with_an_error_cause_stays_shared(stateful: Services) -> None:
+    first = await completed(
+        stateful, "const steps = ['parse', 'run']; const failure = new Error('x', {cause: steps})"
+    )
+    after = await resumed(
+        stateful,
+        first.heap or "",
+        "steps.push('retry'); JSON.stringify([failure.cause === steps, failure.cause])",
+    )
+    assert json.loads(after.result or "") == [True, ["parse", "run", "retry"]]
+    untouched = await resumed(stateful, first.heap or "", "1")
+    assert untouched.heap == first.heap
+
+
 async def test_class_instances_get_their_prototype_back_wherever_they_are(
     stateful: Services,
 ) -> None:
@@ -350,6 +387,10 @@ async def test_the_same_code_run_twice_from_scratch_gives_the_same_heap(
             "const leaves = Array.from({length: 50}, (_, i) => ({i, name: 'n' + i}));"
             "const shared = [1]; const twice = {a: shared, b: {c: shared}};",
             id="arrays-nested-in-objects-maps-and-arrays",
+        ),
+        pytest.param(
+            "const tagged = [1, 2]; tagged.note = 'x'; tagged.more = [3, {n: [4]}];",
+            id="an-array-with-properties",
         ),
         pytest.param(
             "const rows = Array.from({length: 20}, (_, i) => ({id: i, v: i * 1.5}));"
