@@ -7,7 +7,7 @@ from pathlib import Path
 import anyio
 import diskcache
 
-from supervisor.heaps.base import SnapshotStore, digest_of, verified
+from supervisor.heaps.base import SnapshotStore, digest_of
 
 
 class CachedSnapshotStore:
@@ -26,15 +26,22 @@ class CachedSnapshotStore:
         self.cache.set(digest, data)
 
     async def get(self, digest: str) -> bytes:
-        cached = await anyio.to_thread.run_sync(self.cache.get, digest)
-        if isinstance(cached, bytes):
-            if digest_of(cached) == digest:
-                return cached
-            # A damaged cache entry is dropped and the origin asked again.
-            await anyio.to_thread.run_sync(self.cache.delete, digest)
-        data = verified(digest, await self.inner.get(digest))
+        cached = await anyio.to_thread.run_sync(self._recall, digest)
+        if cached is not None:
+            return cached
+        data = await self.inner.get(digest)  # verified there
         await anyio.to_thread.run_sync(self._remember, digest, data)
         return data
+
+    def _recall(self, digest: str) -> bytes | None:
+        """The cached bytes if they still hash to ``digest``; a damaged entry is dropped."""
+        cached = self.cache.get(digest)
+        if not isinstance(cached, bytes):
+            return None
+        if digest_of(cached) == digest:
+            return cached
+        self.cache.delete(digest)  # the origin is asked again
+        return None
 
     async def exists(self, digest: str) -> bool:
         if await anyio.to_thread.run_sync(self.cache.__contains__, digest):

@@ -34,14 +34,14 @@ class LocalSnapshotStore:
         return self.root / digest[:2] / digest
 
     async def put(self, data: bytes) -> str:
-        digest = digest_of(data)
-        await anyio.to_thread.run_sync(self._write, digest, data)
-        return digest
+        # Hashing a large snapshot takes milliseconds: not on the event loop.
+        return await anyio.to_thread.run_sync(self._write, data)
 
-    def _write(self, digest: str, data: bytes) -> None:
+    def _write(self, data: bytes) -> str:
+        digest = digest_of(data)
         target = self._path(digest)
         if target.exists():
-            return  # same name, same bytes
+            return digest  # same name, same bytes
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
@@ -57,10 +57,14 @@ class LocalSnapshotStore:
                 raise
         except OSError as exc:
             raise StorageError(f"cannot store snapshot in {self.root}: {exc}") from None
+        return digest
 
     async def get(self, digest: str) -> bytes:
+        return await anyio.to_thread.run_sync(self._read, digest)
+
+    def _read(self, digest: str) -> bytes:
         try:
-            data = await anyio.Path(self._path(digest)).read_bytes()
+            data = self._path(digest).read_bytes()
         except FileNotFoundError:
             raise HeapNotFound(f"heap not found: {digest}") from None
         except OSError as exc:

@@ -47,25 +47,24 @@ class S3SnapshotStore:
         return f"{self.prefix}{digest}"
 
     async def put(self, data: bytes) -> str:
-        digest = digest_of(data)
-        await anyio.to_thread.run_sync(self._put, digest, data)
-        return digest
+        return await anyio.to_thread.run_sync(self._put, data)
 
-    def _put(self, digest: str, data: bytes) -> None:
+    def _put(self, data: bytes) -> str:
+        digest = digest_of(data)  # in the worker thread, as the upload
         try:
             self.client.put_object(
                 Bucket=self.bucket, Key=self._key(digest), Body=data, IfNoneMatch="*"
             )
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in _EXISTS:
-                return  # already there: same name, same bytes
+                return digest  # already there: same name, same bytes
             raise StorageError(f"cannot store snapshot in s3://{self.bucket}: {exc}") from None
         except BotoCoreError as exc:
             raise StorageError(f"cannot reach S3 bucket {self.bucket}: {exc}") from None
+        return digest
 
     async def get(self, digest: str) -> bytes:
-        data = await anyio.to_thread.run_sync(self._get, digest)
-        return verified(digest, data)
+        return await anyio.to_thread.run_sync(self._get, digest)
 
     def _get(self, digest: str) -> bytes:
         try:
@@ -77,7 +76,7 @@ class S3SnapshotStore:
             raise StorageError(f"cannot read snapshot from s3://{self.bucket}: {exc}") from None
         except BotoCoreError as exc:
             raise StorageError(f"cannot reach S3 bucket {self.bucket}: {exc}") from None
-        return body
+        return verified(digest, body)
 
     async def exists(self, digest: str) -> bool:
         return await anyio.to_thread.run_sync(self._exists, digest)
