@@ -411,6 +411,28 @@ async def test_resuming_and_changing_nothing_gives_the_same_heap(
     assert reread.heap == first.heap
 
 
+async def test_a_run_that_changes_nothing_stores_nothing(
+    stateful: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = await completed(stateful, f"const marker = {unique('m')!r}")
+    heaps = stateful.engine.heaps
+    assert heaps is not None
+    stored: list[bytes] = []
+    put = heaps.put
+
+    async def counting_put(data: bytes) -> str:
+        stored.append(data)
+        return await put(data)
+
+    monkeypatch.setattr(heaps, "put", counting_put)
+    untouched = await resumed(stateful, first.heap or "", "marker.length")
+    assert untouched.heap == first.heap
+    assert stored == []
+    changed = await resumed(stateful, first.heap or "", "var more = 1")
+    assert changed.heap != first.heap
+    assert len(stored) == 1
+
+
 async def test_the_heap_is_the_sha256_of_the_stored_bytes(stateful: Services) -> None:
     record = await completed(stateful, f"const marker = '{unique('sha')}'")
     heap = record.heap or ""
