@@ -66,8 +66,15 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
     cached.close()
 
 
-async def test_put_returns_the_sha256_of_the_bytes_and_get_returns_them(backend: Backend) -> None:
-    data = b"\x00snapshot\xff" * 1000
+# A small snapshot, and one large enough to be hashed while it is written.
+SIZES = [pytest.param(1000, id="10kB"), pytest.param(300_000, id="3MB")]
+
+
+@pytest.mark.parametrize("repeat", SIZES)
+async def test_put_returns_the_sha256_of_the_bytes_and_get_returns_them(
+    backend: Backend, repeat: int
+) -> None:
+    data = b"\x00snapshot\xff" * repeat
     digest = await backend.store.put(data)
     assert digest == hashlib.sha256(data).hexdigest()
     assert await backend.store.get(digest) == data
@@ -78,8 +85,11 @@ async def test_identical_bytes_are_stored_once_under_one_name(backend: Backend) 
     assert await backend.store.put(b"same") == await backend.store.put(b"same")
 
 
-async def test_concurrent_writers_of_the_same_snapshot_all_succeed(backend: Backend) -> None:
-    data = b"raced" * 10000
+@pytest.mark.parametrize("repeat", SIZES)
+async def test_concurrent_writers_of_the_same_snapshot_all_succeed(
+    backend: Backend, repeat: int
+) -> None:
+    data = b"raced" * 10 * repeat
     digests: list[str] = []
 
     async def write() -> None:
@@ -119,6 +129,27 @@ async def test_an_empty_snapshot_round_trips(backend: Backend) -> None:
 def test_malformed_heap_ids_are_refused_naming_the_rule(bad: object) -> None:
     with pytest.raises(InvalidRequest, match="64 lowercase hex"):
         check_digest(bad)
+
+
+@pytest.mark.parametrize("repeat", SIZES)
+async def test_the_local_store_leaves_only_snapshots_behind(tmp_path: Path, repeat: int) -> None:
+    store = LocalSnapshotStore(tmp_path / "heaps")
+    first = await store.put(b"a" * 11 * repeat)
+    second = await store.put(b"b" * 11 * repeat)
+    assert await store.put(b"a" * 11 * repeat) == first
+    files = sorted(p.relative_to(tmp_path / "heaps") for p in (tmp_path / "heaps").rglob("*"))
+    assert [str(p) for p in files if p.name.startswith(".")] == []
+    assert {p.name for p in files if len(p.parts) == 2} == {first, second}
+
+
+@pytest.mark.parametrize("repeat", SIZES)
+async def test_a_snapshot_that_cannot_be_written_is_a_storage_error(
+    tmp_path: Path, repeat: int
+) -> None:
+    (tmp_path / "taken").write_text("a file where the directory should be")
+    store = LocalSnapshotStore(tmp_path / "taken")
+    with pytest.raises(StorageError, match=r"cannot store snapshot in .*taken"):
+        await store.put(b"x" * 11 * repeat)
 
 
 def test_an_unwritable_heap_directory_is_reported_naming_the_path(tmp_path: Path) -> None:
