@@ -123,6 +123,21 @@ async def test_lexical_bindings_with_non_ascii_names_are_kept(stateful: Services
     assert json.loads(after.result or "") == [3, 3.14, "ok"]
 
 
+@pytest.mark.parametrize(
+    "extra",
+    [
+        pytest.param("// enum is a reserved word\n", id="a-reserved-word-in-a-comment"),
+        pytest.param("const unused = () => { let count = 1; return count };", id="a-local-twin"),
+    ],
+)
+async def test_lexical_bindings_are_found_whatever_else_the_cell_holds(
+    stateful: Services, extra: str
+) -> None:
+    first = await completed(stateful, extra + "let count = 3; const label = 'x'; class Box {}")
+    after = await resumed(stateful, first.heap or "", "JSON.stringify([count, label, typeof Box])")
+    assert json.loads(after.result or "") == [3, "x", "function"]
+
+
 async def test_a_lexical_binding_shadowing_a_restored_global_keeps_the_new_value(
     stateful: Services,
 ) -> None:
