@@ -245,7 +245,17 @@ function packedCopy(array, namedKeys) {
   for (let i = 0; i < array.length; i++) {
     if (!(i in array)) return array;
   }
-  const copy = arrayFlat.call(array, 0);
+  const prototype = Object.getPrototypeOf(array);
+  let copy;
+  if (prototype === Array.prototype && !Object.prototype.hasOwnProperty.call(array, "constructor")) {
+    copy = arrayFlat.call(array, 0);
+  } else {
+    // flat() would build the copy through the array's constructor (a class
+    // of the user's, say): copied by hand instead, keeping the prototype.
+    copy = [];
+    for (let i = 0; i < array.length; i++) copy[i] = array[i];
+    Object.setPrototypeOf(copy, prototype);
+  }
   array.length = 0;
   const keys = Object.keys(array);
   for (const key of keys) {

@@ -253,6 +253,24 @@ async def test_properties_put_on_an_array_come_back_with_it(stateful: Services) 
     assert twice.heap == once.heap
 
 
+async def test_an_instance_of_an_array_class_keeps_its_class_and_elements(
+    stateful: Services,
+) -> None:
+    first = await completed(
+        stateful,
+        "class Stack extends Array { top() { return this[this.length - 1] } }"
+        "; const stack = new Stack(); stack.push(1, 2);"
+        "const odd = [3, 4]; odd.constructor = 'not a class';",
+    )
+    after = await resumed(
+        stateful,
+        first.heap or "",
+        "JSON.stringify([stack instanceof Stack, stack.top(), [...stack],"
+        " [...odd], odd.constructor])",
+    )
+    assert json.loads(after.result or "") == [True, 2, [1, 2], [3, 4], "not a class"]
+
+
 async def test_an_array_shared_with_an_error_cause_stays_shared(stateful: Services) -> None:
     first = await completed(
         stateful, "const steps = ['parse', 'run']; const failure = new Error('x', {cause: steps})"
