@@ -102,9 +102,19 @@ function functionState(fn) {
   return state;
 }
 
+// Maps and Sets are read and refilled through the built-in methods: an
+// instance of the user's subclass may override them, and restoring a heap
+// must not run the user's code.
+const mapEntries = Map.prototype.entries;
+const mapSet = Map.prototype.set;
+const mapClear = Map.prototype.clear;
+const setValues = Set.prototype.values;
+const setAdd = Set.prototype.add;
+const setClear = Set.prototype.clear;
+
 function childrenOf(value) {
-  if (value instanceof Map) return [...value].flat();
-  if (value instanceof Set) return [...value];
+  if (value instanceof Map) return [...mapEntries.call(value)].flat();
+  if (value instanceof Set) return [...setValues.call(value)];
   if (ArrayBuffer.isView(value) || value instanceof Date || value instanceof RegExp) return [];
   return Object.keys(value).map((key) => value[key]);
 }
@@ -193,16 +203,18 @@ function repackArrays(root) {
       const keys = namedKeys.get(value);
       if (keys !== undefined) visitKeys(value, keys);
     } else if (value instanceof Map) {
-      const entries = [...value];
+      const entries = [...mapEntries.call(value)];
       if (entries.some(([k, v]) => isObject(k) || isObject(v))) {
-        value.clear();
-        for (const [k, v] of entries) value.set(isObject(k) ? visit(k) : k, isObject(v) ? visit(v) : v);
+        mapClear.call(value);
+        for (const [k, v] of entries) {
+          mapSet.call(value, isObject(k) ? visit(k) : k, isObject(v) ? visit(v) : v);
+        }
       }
     } else if (value instanceof Set) {
-      const items = [...value];
+      const items = [...setValues.call(value)];
       if (items.some(isObject)) {
-        value.clear();
-        for (const item of items) value.add(isObject(item) ? visit(item) : item);
+        setClear.call(value);
+        for (const item of items) setAdd.call(value, isObject(item) ? visit(item) : item);
       }
     } else if (!(ArrayBuffer.isView(value) || value instanceof Date || value instanceof RegExp)) {
       for (const key in value) {

@@ -271,6 +271,27 @@ async def test_an_instance_of_an_array_class_keeps_its_class_and_elements(
     assert json.loads(after.result or "") == [True, 2, [1, 2], [3, 4], "not a class"]
 
 
+async def test_restoring_a_subclass_of_map_or_set_runs_none_of_its_methods(
+    stateful: Services,
+) -> None:
+    first = await completed(
+        stateful,
+        "class Loud extends Map { set(k, v) { console.log('set', k); return super.set(k, v) }"
+        " clear() { console.log('clear') } *[Symbol.iterator]() { console.log('iterate') } }"
+        "class Tags extends Set { add(v) { console.log('add'); return super.add(v) } }"
+        "const loud = new Loud(); Map.prototype.set.call(loud, 'k', [1, 2]);"
+        "const tags = new Tags(); Set.prototype.add.call(tags, [3]);",
+    )
+    after = await resumed(
+        stateful,
+        first.heap or "",
+        "JSON.stringify([loud instanceof Loud, Map.prototype.get.call(loud, 'k'),"
+        " tags instanceof Tags, [...Set.prototype.values.call(tags)]])",
+    )
+    assert json.loads(after.result or "") == [True, [1, 2], True, [[3]]]
+    assert await output_of(stateful, after) == ""
+
+
 async def test_an_array_shared_with_an_error_cause_stays_shared(stateful: Services) -> None:
     first = await completed(
         stateful, "const steps = ['parse', 'run']; const failure = new Error('x', {cause: steps})"
