@@ -181,13 +181,12 @@ function repackArrays(root) {
     }
     return child;
   };
-  const visitKeys = (value, keys) => {
-    for (const key of keys) {
-      const child = value[key];
-      if (isObject(child)) {
-        const next = visit(child);
-        if (next !== child) value[key] = next;
-      }
+  // Visits what `value[key]` holds and puts its replacement, if any, in its place.
+  const revisit = (value, key) => {
+    const child = value[key];
+    if (isObject(child)) {
+      const next = visit(child);
+      if (next !== child) value[key] = next;
     }
   };
   while (stack.length) {
@@ -200,8 +199,7 @@ function repackArrays(root) {
           if (next !== child) value[i] = next;
         }
       }
-      const keys = namedKeys.get(value);
-      if (keys !== undefined) visitKeys(value, keys);
+      for (const key of namedKeys.get(value) ?? []) revisit(value, key);
     } else if (value instanceof Map) {
       const entries = [...mapEntries.call(value)];
       if (entries.some(([k, v]) => isObject(k) || isObject(v))) {
@@ -218,12 +216,7 @@ function repackArrays(root) {
       }
     } else if (!(ArrayBuffer.isView(value) || value instanceof Date || value instanceof RegExp)) {
       for (const key in value) {
-        if (!Object.prototype.hasOwnProperty.call(value, key)) continue;
-        const child = value[key];
-        if (isObject(child)) {
-          const next = visit(child);
-          if (next !== child) value[key] = next;
-        }
+        if (Object.prototype.hasOwnProperty.call(value, key)) revisit(value, key);
       }
       // The serializer keeps an error's cause, a property that is not enumerable.
       if (value instanceof Error && Object.prototype.hasOwnProperty.call(value, "cause")) {
