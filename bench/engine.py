@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
 
+from bench.interleave import Paired, paired
 from bench.plan import CODE, EXPECTED, Plan
 from bench.profiling import Profiler, SamplingProfiler, WallProfiler
 from bench.stats import Latency, Throughput, cpu_sample, windowed
@@ -25,6 +27,8 @@ class EngineRun:
     in_flight: int
     latency: Latency | None = None
     profile: str | None = None
+    # The throughput in rounds beside the ceiling (None when profiled).
+    rounds: Paired | None = None
 
 
 def stateless_settings(deno: str, data_dir: Path) -> Settings:
@@ -37,12 +41,20 @@ def stateless_settings(deno: str, data_dir: Path) -> Settings:
 
 
 async def measure_engine(
-    deno: str, data_dir: Path, plan: Plan, *, profile: str | None = None
+    deno: str,
+    data_dir: Path,
+    plan: Plan,
+    *,
+    ceiling: Callable[[], Throughput] | None = None,
+    profile: str | None = None,
 ) -> EngineRun:
     """Sustained ``1+1`` executions through the engine in this process, then latency.
 
-    With ``profile`` ("cpu": a sampling profiler on CPU time; "wall": cProfile),
-    the throughput window is profiled and the sequential latency part is skipped.
+    With ``ceiling``, throughput is measured in ``plan.rounds`` windows taking
+    turns with slices of it (:mod:`bench.interleave`), the engine idle
+    meanwhile. With ``profile`` ("cpu": a sampling profiler on CPU time;
+    "wall": cProfile), one longer window is profiled and the sequential
+    latency part is skipped.
     """
     settings = stateless_settings(deno, data_dir)
     request = build_run_request(settings.sandbox, CODE)
@@ -71,9 +83,18 @@ async def measure_engine(
             return cpu_sample()
 
         await anyio.sleep(0.3)  # let the pool fill
-        # Sampling needs a longer window to collect enough ticks.
-        window_s = plan.engine_s * (3 if profile == "cpu" else 1)
-        result = await windowed(in_flight, one, plan.warmup_s, window_s, sample)
+        rounds = None
+        if ceiling is not None and profile is None:
+            rounds = await paired(
+                plan.rounds,
+                ceiling,
+                lambda: windowed(in_flight, one, plan.warmup_s, plan.engine_s, sample),
+            )
+            result = rounds.measured
+        else:
+            # Sampling needs a longer window to collect enough ticks.
+            window_s = plan.engine_s * plan.rounds * (3 if profile == "cpu" else 1)
+            result = await windowed(in_flight, one, plan.warmup_s, window_s, sample)
         latency = None
         if profile is None:
             latency = Latency([], [], [], 0)
@@ -103,4 +124,5 @@ async def measure_engine(
         in_flight=in_flight,
         latency=latency,
         profile=report,
+        rounds=rounds,
     )

@@ -31,10 +31,11 @@ CACHE_GETS = 20
 class Plan:
     """How long each part runs."""
 
-    ceiling_slice_s: float  # each of the three ceiling slices
-    warmup_s: float
-    engine_s: float
-    rest_s: float
+    rounds: int  # engine and REST throughput each alternate with the ceiling this many times
+    ceiling_slice_s: float  # the ceiling's part of a round
+    warmup_s: float  # before each throughput window, not counted
+    engine_s: float  # the engine's part of a round
+    rest_s: float  # REST's part of a round
     rest_concurrency: int
     latency_warmup: int
     latency_iterations: int
@@ -47,10 +48,11 @@ class Plan:
 
 
 FULL = Plan(
-    ceiling_slice_s=3.0,
+    rounds=4,
+    ceiling_slice_s=2.0,
     warmup_s=0.7,
-    engine_s=8.0,
-    rest_s=8.0,
+    engine_s=2.0,
+    rest_s=2.0,
     rest_concurrency=4,
     latency_warmup=30,
     latency_iterations=300,
@@ -62,10 +64,11 @@ FULL = Plan(
     snapshot_pause_s=0.15,
 )
 QUICK = Plan(
+    rounds=2,
     ceiling_slice_s=1.0,
     warmup_s=0.4,
-    engine_s=2.0,
-    rest_s=2.0,
+    engine_s=1.0,
+    rest_s=1.0,
     rest_concurrency=4,
     latency_warmup=15,
     latency_iterations=100,

@@ -10,6 +10,7 @@ from typing import Any
 from bench.cache import CacheCheck
 from bench.engine import EngineRun
 from bench.floor import Floor
+from bench.interleave import Paired
 from bench.plan import (
     BIG_HEAP_MB,
     BIG_STATE,
@@ -41,10 +42,8 @@ def _table(heads: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
 @dataclass
 class Results:
     plan_name: str
-    # Slices before the engine window, between it and the REST window, after that.
-    ceilings: tuple[Throughput, Throughput, Throughput]
-    engine: EngineRun
-    rest: Throughput
+    engine: EngineRun  # its throughput in rounds beside the ceiling
+    rest: Paired
     rest_in_flight: int
     latency: Latency
     latency_httpx: Latency
@@ -56,15 +55,16 @@ class Results:
 
 def render(r: Results) -> tuple[str, dict[str, Any]]:
     """The printed report and the JSON figures."""
-    first, middle, last = r.ceilings
-    ceiling = combine(combine(first, middle), last)
-    # Each throughput window against the ceiling slices just before and after it.
-    engine_ceiling = combine(first, middle)
-    rest_ceiling = combine(middle, last)
+    if r.engine.rounds is None:
+        raise ValueError("the engine's throughput was not measured beside the ceiling")
+    engine_rounds, rest_rounds = r.engine.rounds, r.rest
+    # Each throughput against the ceiling slices it took turns with.
+    engine_ceiling, rest_ceiling = engine_rounds.ceiling, rest_rounds.ceiling
+    ceiling = combine(engine_ceiling, rest_ceiling)
     engine_ref, rest_ref = engine_ceiling.per_s, rest_ceiling.per_s
-    engine, rest, latency, floor = r.engine.throughput, r.rest, r.latency, r.floor
-    engine_ratio = engine.per_s / engine_ref if engine_ref else 0.0
-    rest_ratio = rest.per_s / rest_ref if rest_ref else 0.0
+    engine, rest = engine_rounds.measured, rest_rounds.measured
+    latency, floor = r.latency, r.floor
+    engine_ratio, rest_ratio = engine_rounds.ratio, rest_rounds.ratio
     p50, p90, p99 = latency.pct(50), latency.pct(90), latency.pct(99)
     engine_lat = r.engine.latency
     cores = os.cpu_count() or 1
@@ -81,7 +81,7 @@ def render(r: Results) -> tuple[str, dict[str, Any]]:
         (
             f"1 ceiling: deno run empty.js x{cores} loops",
             f"{ceiling.per_s:7.1f} runs/s",
-            f"slices {first.per_s:.1f} / {middle.per_s:.1f} / {last.per_s:.1f}",
+            f"slices: engine's {engine_ref:.1f}, REST's {rest_ref:.1f}",
             "reference",
             "",
         ),
@@ -92,6 +92,7 @@ def render(r: Results) -> tuple[str, dict[str, Any]]:
             f"{engine_ratio:.2f} >= {THROUGHPUT_TARGET}",
             verdict(engine_ratio >= THROUGHPUT_TARGET),
         ),
+        _rounds_row(engine_rounds),
         (
             "  CPU cost ratio (if CPU-bound)",
             f"{engine_cost:7.2f} ms/exec",
@@ -106,6 +107,7 @@ def render(r: Results) -> tuple[str, dict[str, Any]]:
             f"{rest_ratio:.2f} >= {THROUGHPUT_TARGET}",
             verdict(rest_ratio >= THROUGHPUT_TARGET),
         ),
+        _rounds_row(rest_rounds),
         (
             "  CPU cost ratio, server only",
             f"{rest_cost:7.2f} ms/exec",
@@ -280,6 +282,7 @@ def render(r: Results) -> tuple[str, dict[str, Any]]:
         "deno: CPU of reaped children (for the engine and REST, sandbox children running the",
         "joined runner, not an empty script); foreign: cores busy with processes outside",
         "this benchmark.",
+        *_budget_lines(ceiling, engine, rest),
         "",
         "Caveats: everything shares the same cores. The REST load generator (a minimal",
         "keep-alive HTTP/1.1 client in this process, bench/loadgen.py, also used for the",
@@ -319,13 +322,15 @@ def render(r: Results) -> tuple[str, dict[str, Any]]:
         "max_concurrent_executions": r.engine.max_concurrent,
         "ceiling": {
             **ceiling.as_json(),
-            "slices_per_s": [round(c.per_s, 2) for c in r.ceilings],
+            "engine_slices_per_s": [round(c.per_s, 2) for c in engine_rounds.ceilings],
+            "rest_slices_per_s": [round(c.per_s, 2) for c in rest_rounds.ceilings],
         },
         "engine": {
             **engine.as_json(),
             "in_flight": r.engine.in_flight,
             "ratio": round(engine_ratio, 3),
             "reference_per_s": round(engine_ref, 2),
+            "round_ratios": [round(x, 3) for x in engine_rounds.round_ratios],
             "cpu_cost_ratio": (
                 round(engine_ceiling_cost / engine_cost, 3) if engine_cost else None
             ),
@@ -338,6 +343,7 @@ def render(r: Results) -> tuple[str, dict[str, Any]]:
             "in_flight": r.rest_in_flight,
             "ratio": round(rest_ratio, 3),
             "reference_per_s": round(rest_ref, 2),
+            "round_ratios": [round(x, 3) for x in rest_rounds.round_ratios],
             "cpu_cost_ratio_server": (
                 round(rest_ceiling_cost / rest_cost, 3) if rest_cost else None
             ),
@@ -379,3 +385,42 @@ def render(r: Results) -> tuple[str, dict[str, Any]]:
         "failures": failures,
     }
     return "\n".join(lines), figures
+
+
+def _rounds_row(rounds: Paired) -> tuple[str, ...]:
+    ratios = rounds.round_ratios
+    return (
+        f"  {len(ratios)} rounds, ceiling and load in turns",
+        f"{min(ratios):.2f}-{max(ratios):.2f}",
+        "ratio of each round",
+        "pooled above",
+        "info",
+    )
+
+
+def _budget_lines(ceiling: Throughput, engine: Throughput, rest: Throughput) -> list[str]:
+    """What a throughput ratio of THROUGHPUT_TARGET leaves per execution above the empty
+    script, in CPU, against what the engine and REST spend there (the table above)."""
+    figures = {
+        "empty": ceiling.cpu_ms_per("bench_children"),
+        "engine": engine.cpu_ms_per("bench"),
+        "engine_deno": engine.cpu_ms_per("bench_children"),
+        "server": rest.cpu_ms_per("server"),
+        "rest_deno": rest.cpu_ms_per("server_children"),
+        "client": rest.cpu_ms_per("bench"),
+    }
+    ms = {name: value for name, value in figures.items() if value is not None}
+    if len(ms) < len(figures):
+        return []
+    budget = ms["empty"] * (1 / THROUGHPUT_TARGET - 1)
+    engine_extra = ms["engine_deno"] - ms["empty"]
+    rest_extra = ms["rest_deno"] - ms["empty"]
+    engine_spent = ms["engine"] + engine_extra
+    rest_spent = ms["server"] + rest_extra + ms["client"]
+    return [
+        f"Budget: a ratio of {THROUGHPUT_TARGET} leaves {budget:.2f} ms of CPU per execution "
+        "above the empty script. Spent there:",
+        f"  engine {engine_spent:.2f} ms (supervisor {ms['engine']:.2f}, children "
+        f"{engine_extra:+.2f}); REST {rest_spent:.2f} ms (server {ms['server']:.2f}, "
+        f"children {rest_extra:+.2f}, load generator {ms['client']:.2f}).",
+    ]

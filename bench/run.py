@@ -10,10 +10,10 @@ Run from the repository root::
 What is measured (1-5: stateless ``1+1``; 6-8: stateful):
 
 1. the bare ceiling: ``deno run`` of an empty script with exactly the argv and
-   environment of a sandbox child, in one loop per core; measured in three
-   slices, before and after each throughput window of 2 and 3, which is
-   compared with the two slices around it (other load on the machine drifts
-   over a run);
+   environment of a sandbox child, in one loop per core; measured in slices
+   that take turns with the throughput windows of 2 and 3 (``plan.rounds``
+   each, in ABBA order, :mod:`bench.interleave`), each throughput compared
+   with its own slices pooled: the machine's speed drifts within a minute;
 2. engine throughput: executions completed per second through
    :class:`supervisor.executions.Engine` in this process, with twice
    ``max_concurrent_executions`` in flight (then, for reference, the engine's
@@ -50,12 +50,12 @@ cost of one execution, split by who spends it, without a profiler. The ratio
 of CPU costs (ceiling CPU per run / CPU per execution) is printed beside each
 measured throughput ratio: it does not depend on other load on the machine.
 
-The parts live in their own modules: ``ceiling``, ``engine`` (with ``profiling``),
-``rest``, ``floor``, ``stateful`` (6, 7) and ``cache`` (8); ``plan`` holds the
-targets and durations, ``stats`` the counting and CPU accounting, ``report`` the
-tables and JSON, ``procs`` the tracking and cleanup of subprocesses. This module
-parses the arguments, runs the parts in order and stops everything on Ctrl-C or
-SIGTERM/SIGHUP.
+The parts live in their own modules: ``ceiling``, ``interleave``, ``engine``
+(with ``profiling``), ``rest``, ``floor``, ``stateful`` (6, 7) and ``cache``
+(8); ``plan`` holds the targets and durations, ``stats`` the counting and CPU
+accounting, ``report`` the tables and JSON, ``procs`` the tracking and cleanup
+of subprocesses. This module parses the arguments, runs the parts in order and
+stops everything on Ctrl-C or SIGTERM/SIGHUP.
 """
 
 from __future__ import annotations
@@ -72,6 +72,7 @@ from bench.cache import measure_cache
 from bench.ceiling import deno_binary, measure_ceiling
 from bench.engine import measure_engine
 from bench.floor import measure_floor
+from bench.interleave import paired
 from bench.plan import FULL, QUICK
 from bench.procs import install_stop_handlers, kill_leftovers, run_async
 from bench.report import Results, render
@@ -105,35 +106,32 @@ def run_all(args: argparse.Namespace, tmp: Path) -> int:
     deno = deno_binary()
     started = time.perf_counter()
 
-    # Each throughput window sits between two ceiling slices, its reference:
-    # the machine's other load drifts over a run.
-    _step("1/10 ceiling, first slice")
-    ceilings = [measure_ceiling(deno, tmp, plan)]
-    _step("2/10 engine throughput (in-process)")
-    engine = run_async(partial(measure_engine, deno, tmp / "engine-data", plan))
-    _step("3/10 ceiling, second slice")
-    ceilings.append(measure_ceiling(deno, tmp, plan))
-    _step("4/10 REST server start, throughput")
+    # Engine and REST throughput each take turns with slices of the ceiling, their
+    # reference: the machine's speed drifts within a minute.
+    ceiling = partial(measure_ceiling, deno, tmp, plan)
+    _step(f"1/8 engine throughput (in-process), {plan.rounds} rounds beside the ceiling")
+    engine = run_async(partial(measure_engine, deno, tmp / "engine-data", plan, ceiling=ceiling))
+    _step("2/8 REST server start")
     with rest_server(deno, tmp) as server:
-        rest = run_async(partial(measure_rest_throughput, server, plan))
-        _step("5/10 ceiling, third slice")
-        ceilings.append(measure_ceiling(deno, tmp, plan))
-        _step("6/10 REST latency")
+        _step(f"3/8 REST throughput, {plan.rounds} rounds beside the ceiling")
+        rest = run_async(
+            partial(paired, plan.rounds, ceiling, partial(measure_rest_throughput, server, plan))
+        )
+        _step("4/8 REST latency")
         latency, latency_httpx = run_async(partial(measure_rest_latency, server, plan))
-    _step("7/10 stateful engine throughput (small heap)")
+    _step("5/8 stateful engine throughput (small heap)")
     stateful = run_async(partial(measure_stateful, deno, tmp / "stateful-data", plan))
-    _step("8/10 mini-racer floor")
+    _step("6/8 mini-racer floor")
     floor = measure_floor(plan)
-    _step("9/10 snapshot and restore of 100k objects, raw v8 serializer")
+    _step("7/8 snapshot and restore of 100k objects, raw v8 serializer")
     snapshot = run_async(partial(measure_snapshot_runs, deno, tmp, plan))
     measure_raw_serializer(deno, tmp, snapshot)
-    _step("10/10 --cache-dir restores over moto S3")
+    _step("8/8 --cache-dir restores over moto S3")
     cache = measure_cache(tmp, snapshot.heap, plan)
 
     text, figures = render(
         Results(
             plan_name=plan_name,
-            ceilings=(ceilings[0], ceilings[1], ceilings[2]),
             engine=engine,
             rest=rest,
             rest_in_flight=plan.rest_concurrency,
