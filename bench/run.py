@@ -2,8 +2,8 @@
 
 Run from the repository root::
 
-    .venv/bin/python -m bench.run                  # full run, ~60 s
-    .venv/bin/python -m bench.run --quick          # ~25 s
+    .venv/bin/python -m bench.run                  # full run, ~85 s
+    .venv/bin/python -m bench.run --quick          # ~30 s
     .venv/bin/python -m bench.run --json out.json  # also write the figures
     .venv/bin/python -m bench.run --profile [cpu|wall]  # then profile the engine
 
@@ -82,7 +82,7 @@ from bench.stateful import measure_raw_serializer, measure_snapshot_runs, measur
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true", help="a ~25 s run with shorter windows")
+    p.add_argument("--quick", action="store_true", help="a ~30 s run with shorter windows")
     p.add_argument("--json", metavar="PATH", type=Path, help="also write the figures as JSON")
     p.add_argument(
         "--profile",
